@@ -1,0 +1,236 @@
+"""The typer app: parse, build options, call the core, map the outcome to an exit code. No logic here."""
+from __future__ import annotations
+
+import os
+import sys
+from typing import List, Optional
+
+import typer
+
+from hbwrap import __version__
+from hbwrap.errors import ExitCode, HbwrapError, UsageError
+
+app = typer.Typer(
+    name="hbwrap",
+    help="A watchdog for unattended long-running jobs: detects hangs and stalls, kills the whole process "
+         "tree, restarts it from the last checkpoint, or gives up loudly.",
+    add_completion=True,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+RUN_HELP = """Run COMMAND under supervision: kill and restart it when it stops showing signs of life or progress.
+
+\b
+Examples:
+  hbwrap run --name reddit-3am --timeout 15m --response-timeout 2m -- ./post_comment.sh
+  hbwrap run --progress-timeout 20m --restart on-failure -- python research.py
+  hbwrap run --quiet --response-timeout 5m -- ./nightly.sh     # cron: output only on failure
+
+\b
+Durations: 90, 1.5, 250ms, 90s, 15m, 2h, 1d, 1h30m.  Sizes: 10MB, 1GB, 500KiB.
+Exit codes: the command's own; 124 stall/--timeout/--deadline; 125 hbwrap failed;
+126/127 not executable/not found; 128+S killed by signal S (or hbwrap got SIGTERM/SIGINT/SIGHUP); 2 usage.
+"""
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"hbwrap {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """hbwrap: a watchdog for unattended long-running jobs."""
+
+
+@app.command(context_settings={"allow_interspersed_args": False}, help=RUN_HELP, no_args_is_help=False)
+def run(
+    command: Optional[List[str]] = typer.Argument(None, metavar="-- COMMAND [ARG...]", show_default=False),
+    name: Optional[str] = typer.Option(None, "--name", help="Job name [A-Za-z0-9._-]{1,64}; default: derived from the command line."),
+    state_dir: Optional[str] = typer.Option(None, "--state-dir", help="Where job state lives (default $HBWRAP_STATE_DIR, $XDG_STATE_HOME/hbwrap, ~/.local/state/hbwrap)."),
+    timeout: Optional[str] = typer.Option(None, "--timeout", help="Wall-clock limit of one attempt."),
+    deadline: Optional[str] = typer.Option(None, "--deadline", help="Wall-clock limit of the whole run, all attempts and back-off included."),
+    response_timeout: Optional[str] = typer.Option(None, "--response-timeout", help="Longest time without a sign of life (output, heartbeat, marker, passing probe)."),
+    progress_timeout: Optional[str] = typer.Option(None, "--progress-timeout", help="Longest time without progress (marker line or checkpoint-file change)."),
+    start_grace: Optional[str] = typer.Option(None, "--start-grace", help="Start the response and progress clocks this long after each attempt starts. [default: 0]"),
+    progress_pattern: Optional[List[str]] = typer.Option(None, "--progress-pattern", help="Regex for progress-marker lines (repeatable); group 1 or (?P<checkpoint>...) is the checkpoint. [default: ^\\s*checkpoint[:=]\\s*(\\S.*?)\\s*$]"),
+    checkpoint_file: Optional[str] = typer.Option(None, "--checkpoint-file", help="A change of its content is progress; its last non-empty line is the checkpoint. [default: <job dir>/checkpoint]"),
+    heartbeat_file: Optional[str] = typer.Option(None, "--heartbeat-file", help="A change of its mtime is a sign of life. [default: <job dir>/heartbeat]"),
+    probe: Optional[str] = typer.Option(None, "--probe", help="Liveness probe run with sh -c every --probe-interval."),
+    probe_interval: Optional[str] = typer.Option(None, "--probe-interval", help="[default: 30s]"),
+    probe_timeout: Optional[str] = typer.Option(None, "--probe-timeout", help="[default: 10s]"),
+    probe_failures: Optional[str] = typer.Option(None, "--probe-failures", help="Consecutive probe failures that make a stall. [default: 3]"),
+    kill_signal: Optional[str] = typer.Option(None, "--kill-signal", help="First signal sent to the child group when stopping it. [default: TERM]"),
+    grace: Optional[str] = typer.Option(None, "--grace", help="Wait this long after the first signal, then SIGKILL the group and every escaped descendant. [default: 10s]"),
+    restart: Optional[str] = typer.Option(None, "--restart", help="never | on-stall | on-failure. [default: on-stall]"),
+    max_restarts: Optional[str] = typer.Option(None, "--max-restarts", help="Restarts allowed in one run; the next failure escalates. [default: 3]"),
+    backoff: Optional[str] = typer.Option(None, "--backoff", help="Wait before restart k: backoff × 2^(k-1), jittered to 50-100%. [default: 1s]"),
+    backoff_max: Optional[str] = typer.Option(None, "--backoff-max", help="[default: 5m]"),
+    retry_exit_codes: Optional[str] = typer.Option(None, "--retry-exit-codes", help="With on-failure, retry only these exit codes (e.g. 1,2,75). [default: any non-zero]"),
+    fatal_pattern: Optional[List[str]] = typer.Option(None, "--fatal-pattern", help="Regex; a matching output line makes this attempt's failure non-retryable (repeatable)."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Give the next attempt the last checkpoint in HBWRAP_RESUME_FROM."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Cron mode: no output unless the run fails, then all of it (capped) and the log's path."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Say more on stderr (e.g. when an overlapping run is skipped)."),
+    pty: bool = typer.Option(False, "--pty", help="Run the command on a pseudo-terminal (for programs that buffer when not on a terminal)."),
+    log_max_size: Optional[str] = typer.Option(None, "--log-max-size", help="Rotate the job's output log beyond this size; one rotated file is kept. [default: 50MB]"),
+) -> int:
+    from hbwrap.options import build_run_options
+    from hbwrap.supervisor import Supervisor
+
+    opts = build_run_options(
+        command=command or [], name=name, state_dir=state_dir, timeout=timeout, deadline=deadline,
+        response_timeout=response_timeout, progress_timeout=progress_timeout, start_grace=start_grace,
+        progress_pattern=progress_pattern, checkpoint_file=checkpoint_file, heartbeat_file=heartbeat_file,
+        probe=probe, probe_interval=probe_interval, probe_timeout=probe_timeout, probe_failures=probe_failures,
+        kill_signal=kill_signal, grace=grace, restart=restart, max_restarts=max_restarts, backoff=backoff,
+        backoff_max=backoff_max, retry_exit_codes=retry_exit_codes, fatal_pattern=fatal_pattern, resume=resume,
+        quiet=quiet, verbose=verbose, pty=pty, log_max_size=log_max_size,
+    )
+    return Supervisor(opts).run()
+
+
+def _state_dir(state_dir: Optional[str]):
+    from hbwrap.jobstore import StateDir
+    from hbwrap.options import default_state_dir
+
+    return StateDir(state_dir) if state_dir else StateDir(default_state_dir())
+
+
+STATE_DIR_OPTION = typer.Option(None, "--state-dir", help="Where job state lives (default $HBWRAP_STATE_DIR, $XDG_STATE_HOME/hbwrap, ~/.local/state/hbwrap).")
+
+
+@app.command()
+def status(
+    name: Optional[str] = typer.Argument(None, help="Only this job."),
+    as_json: bool = typer.Option(False, "--json", help="A JSON array of objects (ISO 8601 UTC times)."),
+    state_dir: Optional[str] = STATE_DIR_OPTION,
+) -> int:
+    """Show jobs: status, attempt, pid, last output and progress, checkpoint, next deadline.
+
+    \b
+    Examples:
+      hbwrap status
+      hbwrap status reddit-3am --json | jq .[0].status
+    """
+    from hbwrap import views
+
+    rows = views.status_rows(_state_dir(state_dir), name)
+    sys.stdout.write(views.status_json(rows) if as_json else views.status_text(rows))
+    return 0
+
+
+@app.command()
+def events(
+    name: str = typer.Argument(..., help="The job."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line, as stored."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new events until the job's run ends."),
+    lines: Optional[int] = typer.Option(None, "-n", "--lines", min=0, help="Only the last N events."),
+    state_dir: Optional[str] = STATE_DIR_OPTION,
+) -> int:
+    """Show the job's event log (run_start, stall, kill, restart, ...).
+
+    \b
+    Examples:
+      hbwrap events reddit-3am -n 20
+      hbwrap events reddit-3am --json | jq 'select(.event=="stall")'
+    """
+    from hbwrap import views
+
+    views.print_events(_state_dir(state_dir).existing_job(name), as_json, lines, follow)
+    return 0
+
+
+@app.command()
+def logs(
+    name: str = typer.Argument(..., help="The job."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new output until the job's run ends."),
+    lines: Optional[int] = typer.Option(None, "-n", "--lines", min=0, help="Only the last N lines."),
+    state_dir: Optional[str] = STATE_DIR_OPTION,
+) -> int:
+    """Show the job's stored output (stdout and stderr as they arrived).
+
+    \b
+    Examples:
+      hbwrap logs reddit-3am -n 50
+      hbwrap logs reddit-3am --follow
+    """
+    from hbwrap import views
+
+    views.print_logs(_state_dir(state_dir).existing_job(name), lines, follow)
+    return 0
+
+
+@app.command()
+def checkpoint(value: str = typer.Argument(..., help="The checkpoint value, e.g. page-42.")) -> int:
+    """Record progress from inside a supervised command (writes $HBWRAP_CHECKPOINT_FILE).
+
+    \b
+    Example (in a script run by hbwrap):
+      hbwrap checkpoint "page-$page"
+    """
+    from hbwrap.jobstore import write_checkpoint
+
+    write_checkpoint(value)
+    return 0
+
+
+@app.command()
+def beat() -> int:
+    """Give a sign of life from inside a supervised command (touches $HBWRAP_HEARTBEAT_FILE).
+
+    \b
+    Example (in a script run by hbwrap):
+      while work; do hbwrap beat; done
+    """
+    from hbwrap.jobstore import touch_heartbeat
+
+    touch_heartbeat()
+    return 0
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(f"hbwrap: {text}\n")
+    sys.stderr.flush()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: one `hbwrap: ...` line and the documented exit code for every user error."""
+    try:  # typer >= 0.29 vendors click
+        from typer._click import exceptions as cx
+    except ImportError:  # pragma: no cover - older typer
+        from click import exceptions as cx
+
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="hbwrap", standalone_mode=False)
+    except cx.UsageError as exc:
+        message = exc.format_message().replace("\n", " ")
+        _err(f"error: {message}")
+        code = ExitCode.USAGE
+    except typer.Abort:
+        _err("interrupted")
+        code = 130
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except cx.ClickException as exc:
+        _err(f"error: {exc.format_message()}")
+        code = exc.exit_code
+    except HbwrapError as exc:
+        _err(str(exc) if not isinstance(exc, UsageError) else f"error: {exc}")
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        code = 130
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 141
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        pass
+    sys.exit(int(code or 0))

@@ -1,0 +1,56 @@
+"""A minimal inotify binding (ctypes, Linux): lets the supervisor sleep until a watched file changes."""
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+
+IN_MODIFY = 0x002
+IN_ATTRIB = 0x004
+IN_CLOSE_WRITE = 0x008
+IN_MOVED_TO = 0x080
+IN_CREATE = 0x100
+IN_DELETE = 0x200
+IN_NONBLOCK = 0o4000
+IN_CLOEXEC = 0o2000000
+DIR_MASK = IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE
+
+_HEADER = struct.Struct("iIII")
+
+
+class Inotify:
+    """Directory watches; `read()` returns the set of (directory, name) pairs that changed."""
+
+    def __init__(self):
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        fd = self._libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        self.fd = fd
+        self._dirs: dict[int, str] = {}
+
+    def watch_dir(self, path: str) -> None:
+        wd = self._libc.inotify_add_watch(self.fd, os.fsencode(path), DIR_MASK)
+        if wd < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), path)
+        self._dirs[wd] = path
+
+    def read(self) -> set[tuple[str, str]]:
+        changed: set[tuple[str, str]] = set()
+        while True:
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return changed
+            pos = 0
+            while pos + _HEADER.size <= len(data):
+                wd, _mask, _cookie, length = _HEADER.unpack_from(data, pos)
+                name = data[pos + _HEADER.size: pos + _HEADER.size + length].rstrip(b"\0")
+                pos += _HEADER.size + length
+                if wd in self._dirs:
+                    changed.add((self._dirs[wd], os.fsdecode(name)))
+
+    def close(self) -> None:
+        os.close(self.fd)

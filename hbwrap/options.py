@@ -1,0 +1,267 @@
+"""RunOptions and the parsers for durations, sizes, signals, names and patterns used by every command."""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from hbwrap.errors import UsageError
+from hbwrap.model import RestartMode
+
+DEFAULT_PROGRESS_PATTERN = r"^\s*checkpoint[:=]\s*(\S.*?)\s*$"
+NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d)")
+_NUMBER = re.compile(r"\d+(?:\.\d*)?|\.\d+")
+_SIZE_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?i?b?)", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "ki": 1024, "m": 1000**2, "mb": 1000**2,
+               "mib": 1024**2, "mi": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "gi": 1024**3,
+               "t": 1000**4, "tb": 1000**4, "tib": 1024**4, "ti": 1024**4}
+
+
+def parse_duration(text: str | float | int, option: str) -> float:
+    """Seconds from `90`, `1.5`, `250ms`, `90s`, `15m`, `2h`, `1d` or combinations like `1h30m`."""
+    if isinstance(text, bool):
+        raise UsageError(f"{option}: invalid duration {text!r}")
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        s = str(text).strip().lower()
+        if _NUMBER.fullmatch(s):
+            value = float(s)
+        else:
+            pos, value = 0, 0.0
+            for m in _DURATION_PART.finditer(s):
+                if m.start() != pos:
+                    break
+                value += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+                pos = m.end()
+            if pos != len(s) or not s:
+                raise UsageError(f"{option}: invalid duration {text!r} (use e.g. 90, 1.5, 250ms, 90s, 15m, 2h, 1d, 1h30m)")
+    if value < 0 or value != value or value == float("inf"):
+        raise UsageError(f"{option}: invalid duration {text!r} (must be a finite number of seconds >= 0)")
+    return value
+
+
+def parse_size(text: str | int, option: str) -> int:
+    """Bytes from `50MB`, `10MiB`, `1GB`, `4096`."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        m = _SIZE_RE.fullmatch(str(text).strip())
+        if not m or m.group(2).lower() not in _SIZE_UNITS:
+            raise UsageError(f"{option}: invalid size {text!r} (use e.g. 10MB, 1GB, 500KiB)")
+        value = float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+    if value < 1:
+        raise UsageError(f"{option}: invalid size {text!r} (must be at least 1 byte)")
+    return int(value)
+
+
+def parse_signal(text: str | int, option: str) -> int:
+    """A signal number from `TERM`, `SIGTERM`, `term` or `15`."""
+    s = str(text).strip()
+    if s.isdigit():
+        num = int(s)
+        valid = {int(sig) for sig in signal.valid_signals()}
+        if num in valid and num != 0:
+            return num
+    else:
+        name = s.upper()
+        if not name.startswith("SIG"):
+            name = "SIG" + name
+        sig = getattr(signal.Signals, name, None) if name.isidentifier() else None
+        if isinstance(sig, signal.Signals):
+            return int(sig)
+    raise UsageError(f"{option}: unknown signal {text!r} (use e.g. TERM, SIGINT, 9)")
+
+
+def signal_name(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"SIG{num}"
+
+
+def parse_count(text: str | int, option: str) -> int:
+    s = str(text).strip()
+    if isinstance(text, bool) or not s.isdigit():
+        raise UsageError(f"{option}: expected a whole number >= 0, got {text!r}")
+    return int(s)
+
+
+def parse_exit_codes(text: str | list, option: str) -> tuple[int, ...]:
+    items = text if isinstance(text, list) else str(text).split(",")
+    codes = []
+    for item in items:
+        s = str(item).strip()
+        if not s.isdigit() or not 0 < int(s) < 256:
+            raise UsageError(f"{option}: invalid exit code {item!r} (expected a list like 1,2,75 of codes 1-255)")
+        codes.append(int(s))
+    if not codes:
+        raise UsageError(f"{option}: expected a list of exit codes like 1,2,75")
+    return tuple(codes)
+
+
+def parse_restart(text: str, option: str = "--restart") -> RestartMode:
+    try:
+        return RestartMode(str(text).strip().lower())
+    except ValueError:
+        raise UsageError(f"{option}: unknown restart mode {text!r} (use never, on-stall or on-failure)") from None
+
+
+def check_name(name: str, option: str = "--name") -> str:
+    if not NAME_RE.fullmatch(name) or name in (".", ".."):
+        raise UsageError(f"{option}: invalid job name {name!r} (1-64 characters of A-Z a-z 0-9 . _ -)")
+    return name
+
+
+def compile_pattern(text: str, option: str) -> re.Pattern[str]:
+    try:
+        pattern = re.compile(text)
+    except re.error as exc:
+        raise UsageError(f"{option}: invalid regular expression {text!r}: {exc}") from None
+    return pattern
+
+
+def default_name(command: list[str]) -> str:
+    """A stable job name for a command line: `<program>-<8 hex of the whole argv>`."""
+    digest = hashlib.sha256("\0".join(command).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(command[0]) if command else "job").strip("._-")
+    return f"{(base or 'job')[:48]}-{digest}"
+
+
+def default_state_dir(env: dict[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if env.get("HBWRAP_STATE_DIR"):
+        return Path(env["HBWRAP_STATE_DIR"]).expanduser()
+    if env.get("XDG_STATE_HOME"):
+        return Path(env["XDG_STATE_HOME"]).expanduser() / "hbwrap"
+    return Path("~/.local/state/hbwrap").expanduser()
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Every setting of one `hbwrap run`, validated. Durations in seconds, sizes in bytes."""
+
+    command: tuple[str, ...]
+    name: str
+    state_dir: str
+    cwd: str = field(default_factory=os.getcwd)
+    timeout_s: float | None = None
+    deadline_s: float | None = None
+    response_timeout_s: float | None = None
+    progress_timeout_s: float | None = None
+    start_grace_s: float = 0.0
+    progress_patterns: tuple[str, ...] = (DEFAULT_PROGRESS_PATTERN,)
+    checkpoint_file: str | None = None
+    heartbeat_file: str | None = None
+    probe: str | None = None
+    probe_interval_s: float = 30.0
+    probe_timeout_s: float = 10.0
+    probe_failures: int = 3
+    kill_signal: int = int(signal.SIGTERM)
+    grace_s: float = 10.0
+    restart: RestartMode = RestartMode.ON_STALL
+    max_restarts: int = 3
+    backoff_s: float = 1.0
+    backoff_max_s: float = 300.0
+    retry_exit_codes: tuple[int, ...] | None = None
+    fatal_patterns: tuple[str, ...] = ()
+    resume: bool = True
+    quiet: bool = False
+    verbose: bool = False
+    pty: bool = False
+    log_max_size: int = 50 * 1000 * 1000
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["restart"] = self.restart.value
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "RunOptions":
+        known = {f for f in cls.__dataclass_fields__}
+        values = {k: v for k, v in data.items() if k in known}
+        for key in ("command", "progress_patterns", "fatal_patterns"):
+            if key in values and values[key] is not None:
+                values[key] = tuple(values[key])
+        if values.get("retry_exit_codes") is not None:
+            values["retry_exit_codes"] = tuple(values["retry_exit_codes"])
+        values["restart"] = RestartMode(values.get("restart", RestartMode.ON_STALL.value))
+        return cls(**values)
+
+
+def _dur(value, option: str, default: float | None) -> float | None:
+    return default if value is None else parse_duration(value, option)
+
+
+def _file_option(value: str | None, option: str) -> str | None:
+    if value is None:
+        return None
+    path = Path(value).expanduser().absolute()
+    if path.is_dir():
+        raise UsageError(f"{option}: {value!r} is a directory")
+    if not path.parent.is_dir():
+        raise UsageError(f"{option}: directory {str(path.parent)!r} does not exist")
+    return str(path)
+
+
+def build_run_options(*, command: list[str], name: str | None, state_dir: str | None, timeout=None, deadline=None,
+                      response_timeout=None, progress_timeout=None, start_grace=None, progress_pattern=None,
+                      checkpoint_file=None, heartbeat_file=None, probe=None, probe_interval=None,
+                      probe_timeout=None, probe_failures=None, kill_signal=None, grace=None, restart=None,
+                      max_restarts=None, backoff=None, backoff_max=None, retry_exit_codes=None,
+                      fatal_pattern=None, resume=True, quiet=False, verbose=False, pty=False,
+                      log_max_size=None) -> RunOptions:
+    """Validate raw option values (strings from the command line) into RunOptions; UsageError names the option."""
+    if not command:
+        raise UsageError("missing command: use hbwrap run [OPTIONS] -- COMMAND [ARG...]")
+    patterns = tuple(progress_pattern) if progress_pattern else (DEFAULT_PROGRESS_PATTERN,)
+    for p in patterns:
+        compile_pattern(p, "--progress-pattern")
+    fatal = tuple(fatal_pattern or ())
+    for p in fatal:
+        compile_pattern(p, "--fatal-pattern")
+    probe_failures_n = 3 if probe_failures is None else parse_count(probe_failures, "--probe-failures")
+    if probe_failures_n < 1:
+        raise UsageError("--probe-failures: must be at least 1")
+    if probe is not None and not probe.strip():
+        raise UsageError("--probe: empty command")
+    probe_interval_s = _dur(probe_interval, "--probe-interval", 30.0)
+    if probe_interval_s <= 0:
+        raise UsageError("--probe-interval: must be greater than 0")
+    opts = RunOptions(
+        command=tuple(command),
+        name=check_name(name) if name is not None else default_name(list(command)),
+        state_dir=str(Path(state_dir).expanduser().absolute()) if state_dir else str(default_state_dir().absolute()),
+        timeout_s=_dur(timeout, "--timeout", None),
+        deadline_s=_dur(deadline, "--deadline", None),
+        response_timeout_s=_dur(response_timeout, "--response-timeout", None),
+        progress_timeout_s=_dur(progress_timeout, "--progress-timeout", None),
+        start_grace_s=_dur(start_grace, "--start-grace", 0.0),
+        progress_patterns=patterns,
+        checkpoint_file=_file_option(checkpoint_file, "--checkpoint-file"),
+        heartbeat_file=_file_option(heartbeat_file, "--heartbeat-file"),
+        probe=probe,
+        probe_interval_s=probe_interval_s,
+        probe_timeout_s=_dur(probe_timeout, "--probe-timeout", 10.0),
+        probe_failures=probe_failures_n,
+        kill_signal=parse_signal(kill_signal, "--kill-signal") if kill_signal is not None else int(signal.SIGTERM),
+        grace_s=_dur(grace, "--grace", 10.0),
+        restart=parse_restart(restart) if restart is not None else RestartMode.ON_STALL,
+        max_restarts=3 if max_restarts is None else parse_count(max_restarts, "--max-restarts"),
+        backoff_s=_dur(backoff, "--backoff", 1.0),
+        backoff_max_s=_dur(backoff_max, "--backoff-max", 300.0),
+        retry_exit_codes=parse_exit_codes(retry_exit_codes, "--retry-exit-codes") if retry_exit_codes is not None else None,
+        fatal_patterns=fatal,
+        resume=resume,
+        quiet=quiet,
+        verbose=verbose,
+        pty=pty,
+        log_max_size=parse_size(log_max_size, "--log-max-size") if log_max_size is not None else 50 * 1000 * 1000,
+    )
+    return opts

@@ -1,0 +1,425 @@
+"""The job's output log: the keeper's writer, the supervisor's follower, and marker matching over chunks.
+
+Layout: `output.log` holds the command's bytes exactly as produced (stdout and stderr interleaved in
+arrival order), so `tail -f` and `hbwrap logs` read it as it is. `output.idx` says which stream each
+byte belongs to, as text lines written *before* the bytes they describe:
+
+    G <n>        first line: the generation of this log (incremented by every rotation)
+    O <offset>   from this byte offset on, the bytes are stdout
+    E <offset>   ... stderr
+    R <offset>   the log was rotated when it was this long: continue in generation n+1
+"""
+from __future__ import annotations
+
+import errno
+import os
+import re
+from pathlib import Path
+
+from hbwrap.jobstore import FILE_MODE
+
+LINE_CAP = 64 * 1024  # longer lines are matched on their first LINE_CAP bytes
+READ_CHUNK = 256 * 1024
+STDOUT, STDERR = "O", "E"
+
+
+def _open_append(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def read_generation(idx_path: Path) -> int | None:
+    try:
+        with open(idx_path, "rb") as f:
+            first = f.readline()
+    except FileNotFoundError:
+        return None
+    if first.startswith(b"G ") and first.endswith(b"\n"):
+        try:
+            return int(first[2:])
+        except ValueError:
+            return None
+    return None
+
+
+class LogWriter:
+    """The keeper's side: append output, note stream switches first, rotate beyond `max_size`."""
+
+    def __init__(self, log_path: Path, idx_path: Path, max_size: int):
+        self.log_path, self.idx_path, self.max_size = log_path, idx_path, max_size
+        self.generation = read_generation(idx_path)
+        self._open()
+
+    def _open(self) -> None:
+        self.idx_fd = _open_append(self.idx_path)
+        if self.generation is None or os.fstat(self.idx_fd).st_size == 0:
+            self.generation = self.generation or 0
+            _write_all(self.idx_fd, b"G %d\n" % self.generation)
+        self.log_fd = _open_append(self.log_path)
+        self.size = os.fstat(self.log_fd).st_size
+        self.stream: str | None = None
+
+    def write(self, stream: str, data: bytes) -> None:
+        if self.size and self.size + len(data) > self.max_size:
+            self.rotate()
+        if stream != self.stream:
+            _write_all(self.idx_fd, b"%s %d\n" % (stream.encode(), self.size))
+            self.stream = stream
+        _write_all(self.log_fd, data)
+        self.size += len(data)
+
+    def rotate(self) -> None:
+        _write_all(self.idx_fd, b"R %d\n" % self.size)
+        self.close()
+        os.replace(self.log_path, self.log_path.with_name(self.log_path.name + ".1"))
+        os.replace(self.idx_path, self.idx_path.with_name(self.idx_path.name + ".1"))
+        self.generation += 1
+        self._open()
+
+    def close(self) -> None:
+        for fd in (self.log_fd, self.idx_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def log_position(log_path: Path, idx_path: Path) -> tuple[int, int]:
+    """(generation, size) of the log now: where a follower starts to see only new output."""
+    for _ in range(5):
+        gen = read_generation(idx_path)
+        try:
+            size = os.stat(log_path).st_size
+        except FileNotFoundError:
+            size = 0
+        if read_generation(idx_path) == gen:
+            return (gen if gen is not None else 0), size
+    return (gen if gen is not None else 0), size
+
+
+class LogFollower:
+    """The supervisor's side: read new bytes of the log with their stream, across rotations."""
+
+    def __init__(self, log_path: Path, idx_path: Path, generation: int, offset: int):
+        self.log_path, self.idx_path = log_path, idx_path
+        self.generation, self.offset = generation, offset
+        self.log_fd: int | None = None
+        self.idx_fd: int | None = None
+        self._idx_buf = b""
+        self._switches: list[tuple[int, str]] = []  # (offset, stream) not yet passed
+        self._rotated_at: int | None = None
+        self.stream = STDOUT
+        self.skipped_generations = 0
+
+    def _try_open(self) -> bool:
+        try:
+            idx_fd = os.open(self.idx_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            log_fd = os.open(self.log_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            os.close(idx_fd)
+            return False
+        try:
+            same = (os.fstat(idx_fd).st_ino == os.stat(self.idx_path).st_ino
+                    and os.fstat(log_fd).st_ino == os.stat(self.log_path).st_ino)
+        except FileNotFoundError:
+            same = False
+        head = os.pread(idx_fd, 64, 0)
+        if not same or not head.startswith(b"G ") or b"\n" not in head:
+            os.close(idx_fd)
+            os.close(log_fd)
+            return False
+        gen = int(head[2:head.index(b"\n")])
+        if gen != self.generation:
+            if gen < self.generation:  # an older log than we expect: a foreign or reset state dir
+                self.generation = gen
+            else:
+                self.skipped_generations += gen - self.generation
+                self.generation = gen
+            self.offset = 0
+        self.idx_fd, self.log_fd = idx_fd, log_fd
+        self._idx_buf, self._switches, self._rotated_at = b"", [], None
+        self._idx_pos = 0
+        self.stream = STDOUT
+        return True
+
+    def close(self) -> None:
+        for fd in (self.log_fd, self.idx_fd):
+            if fd is not None:
+                os.close(fd)
+        self.log_fd = self.idx_fd = None
+
+    def _read_index(self) -> None:
+        while True:
+            data = os.pread(self.idx_fd, 65536, self._idx_pos)
+            if not data:
+                break
+            self._idx_pos += len(data)
+            self._idx_buf += data
+        lines = self._idx_buf.split(b"\n")
+        self._idx_buf = lines.pop()
+        for line in lines:
+            kind, _, num = line.partition(b" ")
+            try:
+                offset = int(num)
+            except ValueError:
+                continue
+            if kind == b"R":
+                self._rotated_at = offset
+            elif kind in (b"O", b"E"):
+                self._switches.append((offset, kind.decode()))
+
+    def read(self, limit: int = READ_CHUNK) -> list[tuple[str, bytes]]:
+        """Up to about `limit` new bytes as (stream, data) pieces; [] when nothing new is there yet."""
+        pieces: list[tuple[str, bytes]] = []
+        budget = limit
+        while budget > 0:
+            if self.log_fd is None and not self._try_open():
+                break
+            data = os.pread(self.log_fd, budget, self.offset)
+            self._read_index()  # after the data: every switch before its end is already written
+            if data:
+                start, end = self.offset, self.offset + len(data)
+                pos = start
+                while pos < end:
+                    while self._switches and self._switches[0][0] <= pos:
+                        self.stream = self._switches.pop(0)[1]
+                    stop = min(end, self._switches[0][0]) if self._switches else end
+                    pieces.append((self.stream, data[pos - start:stop - start]))
+                    pos = stop
+                self.offset = end
+                budget -= len(data)
+                continue
+            if self._rotated_at is not None and self.offset >= self._rotated_at:
+                self.close()
+                self.generation += 1
+                self.offset = 0
+                continue
+            break
+        return pieces
+
+    @property
+    def position(self) -> tuple[int, int]:
+        return self.generation, self.offset
+
+
+def required_literal(pattern: re.Pattern[str]) -> bytes | None:
+    """A literal that every match must contain, for a C-speed prefilter over whole chunks (None if unknown)."""
+    if pattern.flags & re.IGNORECASE:
+        return None
+    try:
+        from re import _parser as sre_parse  # type: ignore[attr-defined]
+        from re._constants import LITERAL, SUBPATTERN  # type: ignore[attr-defined]
+        parsed = sre_parse.parse(pattern.pattern, pattern.flags)
+    except Exception:
+        return None
+    best = ""
+
+    def walk(items) -> None:
+        nonlocal best
+        run = ""
+        for op, arg in items:
+            if op is LITERAL:
+                run += chr(arg)
+                continue
+            if len(run) > len(best):
+                best = run
+            run = ""
+            if op is SUBPATTERN:
+                walk(arg[-1])
+        if len(run) > len(best):
+            best = run
+
+    walk(parsed)
+    return best.encode() if len(best) >= 2 else None
+
+
+class MarkerScanner:
+    """Finds progress markers and fatal lines in a byte stream, line by line, with bounded memory.
+
+    Lines are matched as text (UTF-8, invalid bytes replaced), without the newline and a trailing CR.
+    Chunks are first searched for a literal every match must contain, so ordinary output costs one
+    C-level `find` per chunk instead of per-line Python work.
+    """
+
+    def __init__(self, progress: list[re.Pattern[str]], fatal: list[re.Pattern[str]]):
+        self.progress, self.fatal = progress, fatal
+        literals = [required_literal(p) for p in (*progress, *fatal)]
+        self.literals = None if any(lit is None for lit in literals) else sorted(set(literals))
+        self._carry = bytearray()
+        self._carry_full = False
+
+    def feed(self, data: bytes) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
+        first_nl = data.find(b"\n")
+        if first_nl < 0:
+            self._add_carry(data)
+            return found
+        self._add_carry(data[:first_nl])
+        self._match_line(bytes(self._carry), found)
+        self._carry.clear()
+        self._carry_full = False
+        last_nl = data.rfind(b"\n")
+        if last_nl > first_nl:
+            self._scan_body(data, first_nl + 1, last_nl, found)
+        self._add_carry(data[last_nl + 1:])
+        return found
+
+    def flush(self) -> list[tuple[str, str]]:
+        """Match the final line when the output ends without a newline."""
+        found: list[tuple[str, str]] = []
+        if self._carry:
+            self._match_line(bytes(self._carry), found)
+        self._carry.clear()
+        self._carry_full = False
+        return found
+
+    def _add_carry(self, piece: bytes) -> None:
+        if self._carry_full or not piece:
+            return
+        room = LINE_CAP - len(self._carry)
+        self._carry += piece[:room]
+        self._carry_full = len(piece) >= room
+
+    def _scan_body(self, data: bytes, start: int, end: int, found: list) -> None:
+        """Lines in data[start:end] (end is the index of the last newline)."""
+        if self.literals is None:
+            for line in data[start:end].split(b"\n"):
+                self._match_line(line[:LINE_CAP], found)
+            return
+        starts = set()
+        for lit in self.literals:
+            pos = data.find(lit, start, end)
+            while pos >= 0:
+                starts.add(data.rfind(b"\n", start, pos) + 1 if pos > start else start)
+                pos = data.find(lit, pos + len(lit), end)
+        for line_start in sorted(starts):
+            line_start = max(line_start, start)
+            line_end = data.find(b"\n", line_start, end + 1)
+            self._match_line(data[line_start:min(line_end, line_start + LINE_CAP)], found)
+
+    def _match_line(self, raw: bytes, found: list) -> None:
+        if self.literals is not None and not any(lit in raw for lit in self.literals):
+            return
+        text = raw.decode("utf-8", "replace")
+        if text.endswith("\r"):
+            text = text[:-1]
+        for pattern in self.progress:
+            m = pattern.search(text)
+            if m:
+                if "checkpoint" in pattern.groupindex:
+                    value = m.group("checkpoint")
+                elif pattern.groups:
+                    value = m.group(1)
+                else:
+                    value = m.group(0)
+                found.append(("progress", value if value is not None else m.group(0)))
+                break
+        for pattern in self.fatal:
+            if pattern.search(text):
+                found.append(("fatal", text[:500]))
+                break
+
+
+def tail_bytes(path: Path, n_lines: int | None) -> bytes:
+    """The last `n_lines` lines of a file (all of it when None), reading backwards in blocks."""
+    try:
+        with open(path, "rb") as f:
+            if n_lines is None:
+                return f.read()
+            f.seek(0, os.SEEK_END)
+            end = f.tell()
+            pos, buf = end, b""
+            want = n_lines + 1
+            while pos > 0 and buf.count(b"\n") < want:
+                step = min(65536, pos)
+                pos -= step
+                f.seek(pos)
+                buf = f.read(step) + buf
+            lines = buf.split(b"\n")
+            trailing = buf.endswith(b"\n")
+            if trailing:
+                lines = lines[:-1]
+            out = b"\n".join(lines[-n_lines:]) if n_lines else b""
+            return out + (b"\n" if trailing and out else b"")
+    except FileNotFoundError:
+        return b""
+
+
+def is_eio(exc: OSError) -> bool:
+    return exc.errno == errno.EIO
+
+
+class Passthrough:
+    """Copies the command's bytes to hbwrap's own stdout/stderr, or keeps a bounded tail for `--quiet`.
+
+    A closed reader (EPIPE, e.g. `hbwrap run ... | head`) turns passthrough off for that stream only:
+    the command keeps running and its output is still logged, as `tee -p` does.
+    """
+
+    QUIET_CAP = 1024 * 1024
+
+    def __init__(self, quiet: bool, stdout_fd: int = 1, stderr_fd: int = 2):
+        self.quiet = quiet
+        self.fds = {STDOUT: stdout_fd, STDERR: stderr_fd}
+        self.broken: set[str] = set()
+        self.kept: list[tuple[str, bytes]] = []
+        self.kept_size = 0
+        self.dropped = 0
+
+    def write(self, stream: str, data: bytes) -> None:
+        if self.quiet:
+            self._keep(stream, data)
+            return
+        if stream in self.broken:
+            return
+        try:
+            _write_blocking(self.fds[stream], data)
+        except BrokenPipeError:
+            self.broken.add(stream)
+        except OSError:
+            self.broken.add(stream)
+
+    def _keep(self, stream: str, data: bytes) -> None:
+        if len(data) > self.QUIET_CAP:
+            self.dropped += len(data) - self.QUIET_CAP
+            data = data[-self.QUIET_CAP:]
+        self.kept.append((stream, data))
+        self.kept_size += len(data)
+        while self.kept_size > self.QUIET_CAP:
+            first_stream, first = self.kept[0]
+            excess = self.kept_size - self.QUIET_CAP
+            if len(first) <= excess:
+                self.kept.pop(0)
+                self.kept_size -= len(first)
+                self.dropped += len(first)
+            else:
+                self.kept[0] = (first_stream, first[excess:])
+                self.kept_size -= excess
+                self.dropped += excess
+
+    def replay(self) -> None:
+        """Print what `--quiet` held back (the run failed)."""
+        for stream, data in self.kept:
+            try:
+                _write_blocking(self.fds[stream], data)
+            except OSError:
+                pass
+        self.kept, self.kept_size = [], 0
+
+
+def _write_blocking(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            import select
+            select.select([], [fd], [], 1.0)

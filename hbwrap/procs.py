@@ -1,0 +1,136 @@
+"""Process identity from /proc, descendant discovery and signals that are only ever sent to verified processes."""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def start_time(pid: int) -> int | None:
+    """The process start time in clock ticks since boot (field 22 of /proc/PID/stat), None if gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    try:
+        fields = data[data.rindex(b")") + 2:].split()
+        if fields[0] == b"Z":
+            return None
+        return int(fields[19])
+    except (ValueError, IndexError):
+        return None
+
+
+def is_same_process(pid: int | None, recorded_start: int | None) -> bool:
+    """True only if `pid` is alive and is the very process recorded (same start time): never trust a bare pid."""
+    if not pid or pid <= 1 or recorded_start is None:
+        return False
+    return start_time(pid) == recorded_start
+
+
+def alive(pid: int) -> bool:
+    return start_time(pid) is not None
+
+
+def parent_map() -> dict[int, int]:
+    """pid -> ppid for every live (non-zombie) process."""
+    result = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                data = f.read()
+            fields = data[data.rindex(b")") + 2:].split()
+        except (OSError, ValueError):
+            continue
+        if fields and fields[0] != b"Z":
+            result[int(entry)] = int(fields[1])
+    return result
+
+
+def descendants(root: int) -> list[int]:
+    """Live descendants of `root` (not root itself), found through the parent links in /proc."""
+    parents = parent_map()
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parents.items():
+        children.setdefault(ppid, []).append(pid)
+    found, stack = [], list(children.get(root, ()))
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        stack.extend(children.get(pid, ()))
+    return found
+
+
+def group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry)) == pgid and alive(int(entry)):
+                members.append(int(entry))
+        except OSError:
+            continue
+    return members
+
+
+def kill_quietly(pid: int, sig: int) -> bool:
+    try:
+        os.kill(pid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def killpg_quietly(pgid: int, sig: int) -> bool:
+    if pgid <= 1:
+        return False
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def signal_verified(pid: int | None, recorded_start: int | None, sig: int) -> bool:
+    """Send `sig` to `pid` only if it is still the process recorded with that start time."""
+    if not is_same_process(pid, recorded_start):
+        return False
+    return kill_quietly(pid, sig)
+
+
+def set_child_subreaper() -> bool:
+    """Make this process adopt orphaned descendants (prctl PR_SET_CHILD_SUBREAPER)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def pidfd_open(pid: int) -> int | None:
+    """A pollable descriptor that becomes readable when `pid` exits (None where the kernel lacks pidfd)."""
+    try:
+        return os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return None
+
+
+def restore_default_signals(ignored: list[int] | tuple[int, ...] = ()) -> None:
+    """In a child before exec: default dispositions, except those hbwrap itself inherited as ignored."""
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
+                signal.SIGQUIT, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2):
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+    for sig in ignored:
+        try:
+            signal.signal(sig, signal.SIG_IGN)
+        except (OSError, ValueError):
+            pass
