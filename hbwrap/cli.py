@@ -78,8 +78,10 @@ def run(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Say more on stderr (e.g. when an overlapping run is skipped)."),
     pty: bool = typer.Option(False, "--pty", help="Run the command on a pseudo-terminal (for programs that buffer when not on a terminal)."),
     log_max_size: Optional[str] = typer.Option(None, "--log-max-size", help="Rotate the job's output log beyond this size; one rotated file is kept. [default: 50MB]"),
+    if_running: Optional[str] = typer.Option(None, "--if-running", help="When a live supervisor already runs this job: skip (exit 0), fail (exit 75) or wait for it, then run. [default: skip]"),
+    lease: Optional[str] = typer.Option(None, "--lease", help="Renew the supervisor's lease at least every lease/3; a supervisor whose lease is older is hung and is taken over. [default: 30s]"),
 ) -> int:
-    from hbwrap.options import build_run_options
+    from hbwrap.options import build_run_options, parse_if_running
     from hbwrap.supervisor import Supervisor
 
     opts = build_run_options(
@@ -89,9 +91,9 @@ def run(
         probe=probe, probe_interval=probe_interval, probe_timeout=probe_timeout, probe_failures=probe_failures,
         kill_signal=kill_signal, grace=grace, restart=restart, max_restarts=max_restarts, backoff=backoff,
         backoff_max=backoff_max, retry_exit_codes=retry_exit_codes, fatal_pattern=fatal_pattern, resume=resume,
-        quiet=quiet, verbose=verbose, pty=pty, log_max_size=log_max_size,
+        quiet=quiet, verbose=verbose, pty=pty, log_max_size=log_max_size, lease=lease,
     )
-    return Supervisor(opts).run()
+    return Supervisor(opts).run(if_running=parse_if_running(if_running))
 
 
 def _state_dir(state_dir: Optional[str]):
@@ -163,6 +165,48 @@ def logs(
 
     views.print_logs(_state_dir(state_dir).existing_job(name), lines, follow)
     return 0
+
+
+@app.command()
+def watch(
+    name: str = typer.Argument(..., help="The job."),
+    state_dir: Optional[str] = STATE_DIR_OPTION,
+) -> int:
+    """Take over supervision of a job whose supervisor died or hung (no command line needed).
+
+    Exits as `run` would; 75 when a live supervisor holds the job; 1 when there is nothing to take over.
+
+    \b
+    Examples:
+      hbwrap watch reddit-3am
+      */5 * * * * hbwrap watch reddit-3am    # re-attach within 5 minutes of a watchdog failure
+    """
+    from hbwrap.supervisor import watch_job
+
+    return watch_job(_state_dir(state_dir), name)
+
+
+@app.command()
+def stop(
+    name: str = typer.Argument(..., help="The job."),
+    timeout: Optional[str] = typer.Option(None, "--timeout", help="How long to wait for the job to stop. [default: its --grace + 15s]"),
+    state_dir: Optional[str] = STATE_DIR_OPTION,
+) -> int:
+    """Stop a job: its command group gets the kill signal, then SIGKILL after --grace; no restart follows.
+
+    Works with a live supervisor (asks it; it exits 143) and with a dead one (stops the orphaned group).
+    Exits 0 once the job is stopped, 1 for an unknown job or if it did not stop within --timeout.
+
+    \b
+    Examples:
+      hbwrap stop reddit-3am
+      hbwrap stop research --timeout 1m
+    """
+    from hbwrap.options import parse_duration
+    from hbwrap.supervisor import stop_job
+
+    timeout_s = parse_duration(timeout, "--timeout") if timeout is not None else None
+    return stop_job(_state_dir(state_dir), name, timeout_s)
 
 
 @app.command()

@@ -126,6 +126,7 @@ class JobDir:
         self.keeper_file = path / "keeper.json"
         self.keeper_spec_file = path / "keeper-spec.json"
         self.lock_file = path / "lock"
+        self.cursor_file = path / "cursor"
         self.log_file = path / "output.log"
         self.index_file = path / "output.idx"
         self.default_checkpoint = path / "checkpoint"

@@ -113,6 +113,13 @@ def parse_restart(text: str, option: str = "--restart") -> RestartMode:
         raise UsageError(f"{option}: unknown restart mode {text!r} (use never, on-stall or on-failure)") from None
 
 
+def parse_if_running(text: str | None, option: str = "--if-running") -> str:
+    value = "skip" if text is None else str(text).strip().lower()
+    if value not in ("skip", "fail", "wait"):
+        raise UsageError(f"{option}: unknown mode {text!r} (use skip, fail or wait)")
+    return value
+
+
 def check_name(name: str, option: str = "--name") -> str:
     if not NAME_RE.fullmatch(name) or name in (".", ".."):
         raise UsageError(f"{option}: invalid job name {name!r} (1-64 characters of A-Z a-z 0-9 . _ -)")
@@ -176,6 +183,7 @@ class RunOptions:
     verbose: bool = False
     pty: bool = False
     log_max_size: int = 50 * 1000 * 1000
+    lease_s: float = 30.0
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -216,7 +224,7 @@ def build_run_options(*, command: list[str], name: str | None, state_dir: str | 
                       probe_timeout=None, probe_failures=None, kill_signal=None, grace=None, restart=None,
                       max_restarts=None, backoff=None, backoff_max=None, retry_exit_codes=None,
                       fatal_pattern=None, resume=True, quiet=False, verbose=False, pty=False,
-                      log_max_size=None) -> RunOptions:
+                      log_max_size=None, lease=None) -> RunOptions:
     """Validate raw option values (strings from the command line) into RunOptions; UsageError names the option."""
     if not command:
         raise UsageError("missing command: use hbwrap run [OPTIONS] -- COMMAND [ARG...]")
@@ -234,7 +242,11 @@ def build_run_options(*, command: list[str], name: str | None, state_dir: str | 
     probe_interval_s = _dur(probe_interval, "--probe-interval", 30.0)
     if probe_interval_s <= 0:
         raise UsageError("--probe-interval: must be greater than 0")
+    lease_s = _dur(lease, "--lease", 30.0)
+    if lease_s <= 0:
+        raise UsageError("--lease: must be greater than 0")
     opts = RunOptions(
+        lease_s=lease_s,
         command=tuple(command),
         name=check_name(name) if name is not None else default_name(list(command)),
         state_dir=str(Path(state_dir).expanduser().absolute()) if state_dir else str(default_state_dir().absolute()),

@@ -8,13 +8,13 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hbwrap import policy, procs
 from hbwrap.errors import HbwrapError, StateError
-from hbwrap.jobstore import JobDir, StateDir, iso, new_run_id, write_json_atomic
-from hbwrap.model import SCHEMA_VERSION, AttemptEnd, DecisionKind, Event, Status, StallReason
+from hbwrap.jobstore import JobDir, StateDir, iso, new_run_id, parse_iso, write_json_atomic
+from hbwrap.model import ACTIVE_STATUSES, SCHEMA_VERSION, AttemptEnd, DecisionKind, Event, Status, StallReason
 from hbwrap.options import RunOptions, compile_pattern, signal_name
 from hbwrap.output import (STDERR, STDOUT, LogFollower, MarkerScanner, Passthrough, log_position)
 
@@ -33,13 +33,45 @@ class _Stop(Exception):
         self.signum = signum
 
 
+class SteppedDown(HbwrapError):
+    """A newer supervisor took the job over while this one was hung: leave everything to it."""
+
+    exit_code = 75
+
+
 @dataclass
 class _Child:
-    keeper: subprocess.Popen
+    """The running attempt: its keeper (ours, or adopted) and the command it holds."""
+
+    keeper_pid: int
     keeper_start: int | None
     pid: int
     start: int | None
-    pidfd: int | None
+    pidfd: int | None = None
+    popen: subprocess.Popen | None = None
+
+    def keeper_gone(self) -> bool:
+        if self.popen is not None:
+            return self.popen.poll() is not None
+        return not procs.is_same_process(self.keeper_pid, self.keeper_start)
+
+    def reap(self) -> None:
+        if self.popen is not None:
+            self.popen.wait()
+
+
+@dataclass
+class _Step:
+    """Where the run goes next: launch an attempt, watch a running one, judge an ended one, or wait."""
+
+    kind: str  # "launch" | "watch" | "ended" | "backoff"
+    child: _Child | None = None
+    end: AttemptEnd | None = None
+    restart_at: float | None = None
+    clocks: policy.Clocks | None = None
+    stop_reason: StallReason | None = None
+    stop_started: float | None = None
+    stopping: bool = False
 
 
 def _message(text: str) -> None:
@@ -77,28 +109,42 @@ def _mtime(path: Path) -> int | None:
         return None
 
 
+def _keeper_processes(job_path: Path) -> list[int]:
+    """Pids of keeper processes of this job dir that are alive now (found by their command line)."""
+    found = []
+    target = os.fsencode(str(job_path))
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"hbwrap.keeper" in argv and target in argv and procs.alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
 class Supervisor:
     """Runs one job to its end: attempts, deadlines, kills, restarts, events and state."""
 
     def __init__(self, opts: RunOptions, *, clock=time.monotonic, wall=time.time, rng: random.Random | None = None,
                  stdout_fd: int = 1, stderr_fd: int = 2):
-        self.opts = opts
         self.clock, self.wall = clock, wall
         self.rng = rng or random.Random()
         self.state_dir = StateDir(opts.state_dir)
         self.job: JobDir = self.state_dir.job(opts.name)
-        self.passthrough = Passthrough(opts.quiet, stdout_fd, stderr_fd)
+        self.stdout_fd, self.stderr_fd = stdout_fd, stderr_fd
         self.messages: list[str] = []
         self.signals: list[int] = []
         self.ignored_signals = [int(s) for s in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM,
                                                  signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
                                 if signal.getsignal(s) == signal.SIG_IGN]
-        self.progress_patterns = [compile_pattern(p, "--progress-pattern") for p in opts.progress_patterns]
-        self.fatal_patterns = [compile_pattern(p, "--fatal-pattern") for p in opts.fatal_patterns]
-        self.checkpoint_path = Path(opts.checkpoint_file) if opts.checkpoint_file else self.job.default_checkpoint
-        self.heartbeat_path = Path(opts.heartbeat_file) if opts.heartbeat_file else self.job.default_heartbeat
+        self._use_options(opts)
         # run state
         self.run_id = ""
+        self.generation = 0
         self.attempt = 0
         self.restarts = 0
         self.status = Status.STARTING
@@ -107,13 +153,28 @@ class Supervisor:
         self.exit_code: int | None = None
         self.started_at: float | None = None
         self.ended_at: float | None = None
+        self.attempt_started_at: float | None = None
+        self.last_life_at: float | None = None
         self.last_output_at: float | None = None
         self.last_progress_at: float | None = None
         self.next_deadline: tuple[float, str] | None = None
-        self._state_dirty = False
-        self._state_written_at = 0.0
-        self.inotify = None
+        self.restart_at: float | None = None
+        self.stop_info: tuple[str, float] | None = None  # (reason, wall time) while an attempt is being stopped
+        self.exit_recorded: int | None = None
         self.fatal_line: str | None = None
+        self._state_dirty = False
+        self._state_written_at = -1e9
+        self.inotify = None
+        self.wake_r = self.wake_w = -1
+
+    def _use_options(self, opts: RunOptions) -> None:
+        self.opts = opts
+        self.passthrough = Passthrough(opts.quiet, self.stdout_fd, self.stderr_fd)
+        self.progress_patterns = [compile_pattern(p, "--progress-pattern") for p in opts.progress_patterns]
+        self.fatal_patterns = [compile_pattern(p, "--fatal-pattern") for p in opts.fatal_patterns]
+        self.checkpoint_path = Path(opts.checkpoint_file) if opts.checkpoint_file else self.job.default_checkpoint
+        self.heartbeat_path = Path(opts.heartbeat_file) if opts.heartbeat_file else self.job.default_heartbeat
+        self.renew_s = max(0.05, min(STATE_RENEW_S, opts.lease_s / 3))
 
     # --- messages, events, state -------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -141,18 +202,35 @@ class Supervisor:
             deadline_kind = self.next_deadline[1]
         return {
             "schema": SCHEMA_VERSION, "name": self.opts.name, "run_id": self.run_id, "status": self.status.value,
-            "attempt": self.attempt, "restarts": self.restarts,
+            "generation": self.generation, "attempt": self.attempt, "restarts": self.restarts,
             "supervisor_pid": os.getpid(), "supervisor_start": procs.start_time(os.getpid()),
-            "keeper_pid": child.keeper.pid if child else None, "keeper_start": child.keeper_start if child else None,
+            "lease_renewed_at": self.wall(), "lease_s": self.opts.lease_s,
+            "keeper_pid": child.keeper_pid if child else None, "keeper_start": child.keeper_start if child else None,
             "child_pid": child.pid if child else None, "child_start": child.start if child else None,
-            "checkpoint": self.checkpoint, "exit_code": self.exit_code,
+            "checkpoint": self.checkpoint, "exit_code": self.exit_code, "fatal_line": self.fatal_line,
             "started_at": iso(self.started_at), "ended_at": iso(self.ended_at),
+            "attempt_started_at": iso(self.attempt_started_at), "last_life_at": iso(self.last_life_at),
             "last_output_at": iso(self.last_output_at), "last_progress_at": iso(self.last_progress_at),
             "next_deadline_at": deadline_at, "next_deadline": deadline_kind,
+            "restart_at": iso(self.restart_at),
+            "stop_reason": self.stop_info[0] if self.stop_info else None,
+            "stop_started_at": iso(self.stop_info[1]) if self.stop_info else None,
+            "exit_recorded": self.exit_recorded,
             "updated_at": iso(self.wall()), "command": list(self.opts.command), "options": self.opts.to_json(),
         }
 
+    def check_fence(self) -> None:
+        """Step down if a newer supervisor has taken the job over (fencing by generation number)."""
+        try:
+            on_disk = self.job.read_state()
+        except StateError:
+            return
+        if on_disk and on_disk.get("run_id") == self.run_id and int(on_disk.get("generation") or 0) > self.generation:
+            raise SteppedDown(f"job {self.opts.name} was taken over by supervisor pid "
+                              f"{on_disk.get('supervisor_pid')}; stepping down without touching the command")
+
     def write_state(self) -> None:
+        self.check_fence()
         try:
             write_json_atomic(self.job.state_file, self.state_doc())
         except OSError as exc:
@@ -160,9 +238,26 @@ class Supervisor:
         self._state_dirty = False
         self._state_written_at = self.clock()
 
-    def set_status(self, status: Status) -> None:
-        self.status = status
-        self.write_state()
+    def save_cursor(self) -> None:
+        """Where passthrough has read the log up to, so a takeover neither repeats nor skips output."""
+        gen, offset = self.follower.position
+        try:
+            fd = os.open(self.job.cursor_file, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                os.pwrite(fd, b"%s %020d %020d\n" % (self.run_id.encode(), gen, offset), 0)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
+
+    def read_cursor(self) -> tuple[int, int] | None:
+        try:
+            parts = self.job.cursor_file.read_bytes().split()
+            if len(parts) == 3 and parts[0].decode() == self.run_id:
+                return int(parts[1]), int(parts[2])
+        except (OSError, ValueError, UnicodeDecodeError):
+            pass
+        return None
 
     # --- signals -----------------------------------------------------------------------------------
     def _on_signal(self, signum, frame) -> None:
@@ -182,70 +277,332 @@ class Supervisor:
         except BlockingIOError:
             pass
 
-    # --- run ---------------------------------------------------------------------------------------
-    def run(self) -> int:
-        """Supervise a new run of the job; returns hbwrap's exit code."""
+    # --- exclusion: the job lock and the lease ----------------------------------------------------
+    def _holder(self) -> dict | None:
+        try:
+            return self.job.read_state()
+        except StateError:
+            return None
+
+    def _kill_hung_holder(self) -> bool:
+        """Kill the lock holder if its lease has expired (identity verified); True if one was killed."""
+        holder = self._holder()
+        if not holder:
+            return False
+        renewed = holder.get("lease_renewed_at")
+        lease_s = holder.get("lease_s") or self.opts.lease_s
+        if not isinstance(renewed, (int, float)) or self.wall() - renewed <= lease_s:
+            return False
+        pid, start = holder.get("supervisor_pid"), holder.get("supervisor_start")
+        if pid == os.getpid() or not procs.signal_verified(pid, start, signal.SIGKILL):
+            return False
+        _message(f"supervisor pid {pid} of job {self.opts.name} is hung (lease {_fmt_s(lease_s)} expired "
+                 f"{_fmt_s(self.wall() - renewed - lease_s)} ago); killed it to take over")
+        end = time.monotonic() + 5.0
+        while procs.is_same_process(pid, start) and time.monotonic() < end:
+            time.sleep(0.01)
+        self.killed_hung = pid
+        return True
+
+    def acquire(self, if_running: str, takeover_only: bool):
+        """The job lock, or the exit code to return when the job is busy (SPEC §3 --if-running, §4 watch)."""
         from filelock import FileLock, Timeout
 
+        lock = FileLock(str(self.job.lock_file), mode=0o600)
+        waited = False
+        while True:
+            try:
+                lock.acquire(timeout=0)
+                return lock
+            except Timeout:
+                pass
+            except OSError as exc:
+                raise StateError(f"cannot lock {self.job.lock_file}: {exc.strerror or exc}") from None
+            if self._kill_hung_holder():
+                continue
+            holder = self._holder() or {}
+            who = f" (supervisor pid {holder['supervisor_pid']})" if holder.get("supervisor_pid") else ""
+            if takeover_only:
+                _message(f"job {self.opts.name} has a live supervisor{who}; nothing to take over")
+                return 75
+            if if_running == "skip":
+                if self.opts.verbose:
+                    _message(f"job {self.opts.name} is already running{who}; skipping this run")
+                return 0
+            if if_running == "fail":
+                _message(f"job {self.opts.name} is already running{who}")
+                return 75
+            if not waited and self.opts.verbose:
+                _message(f"job {self.opts.name} is already running{who}; waiting for it to finish")
+            waited = True
+            try:
+                lock.acquire(timeout=max(0.1, min(1.0, self.opts.lease_s / 3)), poll_interval=0.05)
+                return lock
+            except Timeout:
+                continue
+
+    # --- run ---------------------------------------------------------------------------------------
+    def run(self, if_running: str = "skip", takeover_only: bool = False) -> int:
+        """Supervise the job: take over its orphaned run if it has one, else start a new run.
+
+        Returns hbwrap's exit code. With `takeover_only` (hbwrap watch), exit 1 if there is nothing to adopt.
+        """
         self.state_dir.ensure()
         self.job.ensure()
-        lock = FileLock(str(self.job.lock_file), mode=0o600)
+        self.killed_hung = None
+        lock = self.acquire(if_running, takeover_only)
+        if isinstance(lock, int):
+            return lock
         try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            if self.opts.verbose:
-                _message(f"job {self.opts.name} is already running; skipping this run")
-            return 0
-        except OSError as exc:
-            raise StateError(f"cannot lock {self.job.lock_file}: {exc.strerror or exc}") from None
-        try:
-            return self._run_locked()
+            state = self._orphan_state()
+            if state is None and takeover_only:
+                _message(f"job {self.opts.name} has no orphaned run to take over")
+                return 1
+            return self._run_locked(state)
+        except SteppedDown as exc:
+            _message(str(exc))
+            return exc.exit_code
         finally:
             lock.release()
+            if self.inotify is not None:
+                self.inotify.close()
 
-    def _run_locked(self) -> int:
+    def _orphan_state(self) -> dict | None:
+        """The recorded state if it describes a run whose supervisor is gone (we hold the lock), else None."""
+        try:
+            state = self.job.read_state()
+        except StateError as exc:
+            try:
+                keeper = self.job.read_keeper()
+            except StateError:
+                keeper = None
+            if keeper and procs.is_same_process(keeper.get("keeper_pid"), keeper.get("keeper_start")):
+                raise StateError(f"{exc}; its command may still be running (keeper pid {keeper['keeper_pid']}), "
+                                 f"so hbwrap will not start another: stop it, then remove {self.job.state_file}") from None
+            aside = self.job.state_file.with_name(f"state.json.corrupt-{int(self.wall())}")
+            try:
+                os.replace(self.job.state_file, aside)
+            except OSError:
+                raise exc from None
+            _message(f"{exc}; moved it to {aside.name} and starting a new run")
+            return None
+        if state and state.get("status") in {s.value for s in ACTIVE_STATUSES} and state.get("run_id"):
+            return state
+        return None
+
+    def _run_locked(self, orphan: dict | None) -> int:
+        self._install_signals()
+        if orphan is not None:
+            step = self._adopt(orphan)
+        else:
+            step = self._start_run()
+        self._setup_watches()
+        while True:
+            try:
+                if step.kind == "backoff":
+                    if not self._backoff(step.restart_at):
+                        self.emit(Event.STALL, reason=StallReason.DEADLINE.value,
+                                  detail="--deadline passed during back-off")
+                        return self._finish(policy.Decision(DecisionKind.ESCALATE, 124, "deadline"), AttemptEnd())
+                    step = _Step("launch")
+                    continue
+                if step.kind == "launch":
+                    self.attempt += 1
+                    end = self._run_attempt()
+                elif step.kind == "relaunch":
+                    end = self._run_attempt()
+                elif step.kind == "watch":
+                    end = self._watch(step)
+                else:
+                    end = step.end
+                    self._record_exit(end)
+                if self.signals:
+                    raise _Stop(self.signals[0])
+            except _Stop as stop:
+                return self._finish_stopped(stop.signum)
+            decision = policy.decide(self.opts, end, self.restarts, self.clock(), self.run_started, self.rng)
+            if decision.kind is not DecisionKind.RESTART:
+                return self._finish(decision, end)
+            self.restarts += 1
+            self.emit(Event.RESTART, delay_s=round(decision.delay_s, 3), restarts=self.restarts,
+                      reason="stall" if end.stall else "failure", resume_from=self._resume_value())
+            resume = f", resuming from {self.checkpoint}" if self._resume_value() else ""
+            self.say(f"restarting {self.opts.name} in {_fmt_s(decision.delay_s)} "
+                     f"(restart {self.restarts} of {self.opts.max_restarts}){resume}")
+            step = _Step("backoff", restart_at=self.clock() + decision.delay_s)
+
+    def _start_run(self) -> _Step:
+        try:
+            previous = self.job.read_state()
+        except StateError:
+            previous = None
+        self.generation = int((previous or {}).get("generation") or 0) + 1
         self.run_id = new_run_id()
         self.run_started = self.clock()
         self.started_at = self.wall()
         gen, offset = log_position(self.job.log_file, self.job.index_file)
-        self.follower = LogFollower(self.job.log_file, self.job.index_file, gen, offset)
-        self.scanners = {s: MarkerScanner(self.progress_patterns, self.fatal_patterns) for s in (STDOUT, STDERR)}
-        self._install_signals()
-        self._setup_watches()
+        self._follow_from(gen, offset)
         self.write_state()
         self.emit(Event.RUN_START, command=list(self.opts.command), supervisor_pid=os.getpid())
+        return _Step("launch")
+
+    def _follow_from(self, gen: int, offset: int) -> None:
+        self.follower = LogFollower(self.job.log_file, self.job.index_file, gen, offset)
+        self.scanners = {s: MarkerScanner(self.progress_patterns, self.fatal_patterns) for s in (STDOUT, STDERR)}
+        self.save_cursor()
+
+    def _mono(self, iso_text: str | None, default: float | None = None) -> float | None:
+        """A recorded wall-clock instant mapped onto our monotonic clock."""
+        ts = parse_iso(iso_text)
+        if ts is None:
+            return default
+        return self.clock() - (self.wall() - ts)
+
+    def _adopt(self, state: dict) -> _Step:
+        """Take over the orphaned run recorded in `state`: same run id, attempt, options and deadlines."""
         try:
-            while True:
-                self.attempt += 1
-                end = self._run_attempt()
-                decision = policy.decide(self.opts, end, self.restarts, self.clock(), self.run_started, self.rng)
-                if decision.kind is not DecisionKind.RESTART:
-                    return self._finish(decision, end)
-                self.restarts += 1
-                self.emit(Event.RESTART, delay_s=round(decision.delay_s, 3), restarts=self.restarts,
-                          reason="stall" if end.stall else "failure", resume_from=self._resume_value())
-                resume = f", resuming from {self.checkpoint}" if self._resume_value() else ""
-                self.say(f"restarting {self.opts.name} in {_fmt_s(decision.delay_s)} "
-                         f"(restart {self.restarts} of {self.opts.max_restarts}){resume}")
-                if not self._backoff(decision.delay_s):
-                    self.emit(Event.STALL, reason=StallReason.DEADLINE.value, detail="--deadline passed during back-off")
-                    return self._finish(policy.Decision(DecisionKind.ESCALATE, 124, "deadline"), end)
-        except _Stop as stop:
-            return self._finish_stopped(stop.signum)
-        finally:
-            if self.inotify is not None:
-                self.inotify.close()
+            opts = RunOptions.from_json(state["options"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateError(f"{self.job.state_file} has no usable options ({exc}); cannot take over") from None
+        self._use_options(replace(opts, quiet=opts.quiet or self.opts.quiet, verbose=opts.verbose or self.opts.verbose,
+                                  state_dir=self.opts.state_dir))
+        now = self.clock()
+        self.run_id = state["run_id"]
+        self.generation = int(state.get("generation") or 0) + 1
+        self.attempt = int(state.get("attempt") or 0)
+        self.restarts = int(state.get("restarts") or 0)
+        self.checkpoint = state.get("checkpoint")
+        self.fatal_line = state.get("fatal_line")
+        self.exit_recorded = state.get("exit_recorded")
+        self.started_at = parse_iso(state.get("started_at")) or self.wall()
+        self.run_started = self._mono(state.get("started_at"), now)
+        self.attempt_started_at = parse_iso(state.get("attempt_started_at"))
+        self.last_output_at = parse_iso(state.get("last_output_at"))
+        self.last_progress_at = parse_iso(state.get("last_progress_at"))
+        self.last_life_at = parse_iso(state.get("last_life_at"))
+        cursor = self.read_cursor() or log_position(self.job.log_file, self.job.index_file)
+        self._follow_from(*cursor)
+        previous = state.get("supervisor_pid")
+        self.write_state()  # claims the job: a hung predecessor that wakes up now sees a newer generation
+
+        step = self._adopted_step(state, now)
+        what = {"watch": "the command is still running", "ended": "the command ended while unwatched",
+                "backoff": "the run was waiting to restart", "launch": "the run was about to start an attempt",
+                "relaunch": "the run was starting an attempt"}[step.kind]
+        self.emit(Event.TAKEOVER, previous_supervisor_pid=previous, supervisor_pid=os.getpid(),
+                  killed_hung_supervisor=self.killed_hung, detail=what,
+                  child_pid=step.child.pid if step.child else None)
+        self.say(f"took over job {self.opts.name} (run {self.run_id}, attempt {self.attempt}): {what}")
+        return step
+
+    def _adopted_step(self, state: dict, now: float) -> _Step:
+        status = state.get("status")
+        if status == Status.BACKOFF.value:
+            return _Step("backoff", restart_at=self._mono(state.get("restart_at"), now))
+        keeper = self._keeper_record_for_attempt()
+        if keeper is None:
+            # the launch was interrupted; a keeper may still be starting: never start a second one
+            end = time.monotonic() + 2.0
+            while keeper is None and _keeper_processes(self.job.path) and time.monotonic() < end:
+                time.sleep(0.02)
+                keeper = self._keeper_record_for_attempt()
+            if keeper is None:
+                if _keeper_processes(self.job.path):
+                    raise StateError(f"a keeper of job {self.opts.name} is running but has no record; not starting "
+                                     f"another copy of the command")
+                return _Step("relaunch" if self.attempt else "launch")
+        stop_reason = state.get("stop_reason")
+        stall = StallReason(stop_reason) if stop_reason in {r.value for r in StallReason} else None
+        child = _Child(keeper["keeper_pid"], keeper.get("keeper_start"), keeper.get("child_pid"),
+                       keeper.get("child_start"))
+        if procs.is_same_process(child.keeper_pid, child.keeper_start) and not keeper.get("ended_at"):
+            child.pidfd = procs.pidfd_open(child.keeper_pid)
+            attempt_start = self._mono(state.get("attempt_started_at"), now)
+            life = max(x for x in (self._mono(state.get("last_life_at")), self._mono(state.get("last_output_at")),
+                                   attempt_start) if x is not None)
+            progress = max(x for x in (self._mono(state.get("last_progress_at")), attempt_start) if x is not None)
+            clocks = policy.Clocks(self.run_started, attempt_start, life, progress)
+            stop_started = self._mono(state.get("stop_started_at")) if stop_reason else None
+            return _Step("watch", child=child, clocks=clocks, stop_reason=stall, stop_started=stop_started,
+                         stopping=bool(stop_reason))
+        return _Step("ended", child=child, end=self._end_from_record(keeper, child, stall))
+
+    def _keeper_record_for_attempt(self) -> dict | None:
+        try:
+            keeper = self.job.read_keeper()
+        except StateError:
+            return None
+        if keeper and keeper.get("run_id") == self.run_id and keeper.get("attempt") == self.attempt:
+            return keeper
+        return None
+
+    def _end_from_record(self, keeper: dict, child: _Child, stall: StallReason | None) -> AttemptEnd:
+        if keeper.get("exec_error") is not None:
+            return AttemptEnd(exec_error=int(keeper["exec_error"]))
+        code, sig = keeper.get("exit_code"), keeper.get("exit_signal")
+        fatal = self.fatal_line is not None
+        if code is None and sig is None:
+            if child.pid and procs.is_same_process(child.pid, child.start):
+                # the keeper died and the command lives on: it can no longer be watched, so stop it safely
+                self._stop_unkept(child)
+            return AttemptEnd(lost=True, stall=stall, fatal=fatal)
+        return AttemptEnd(exit_code=code, signal=sig, stall=stall, fatal=fatal)
+
+    def _stop_unkept(self, child: _Child) -> None:
+        """Stop a command group whose keeper is gone: kill signal, grace, SIGKILL.
+
+        The group is signalled only after its leader's identity is verified; while any member is left the
+        kernel cannot hand the group id to another process, so the later SIGKILL reaches the same group.
+        """
+        if not procs.is_same_process(child.pid, child.start):
+            return
+        sig = self.opts.kill_signal
+        procs.killpg_quietly(child.pid, sig)
+        self.emit(Event.KILL, signal=signal_name(sig), pid=child.pid, reason="keeper lost")
+        end = self.clock() + self.opts.grace_s
+        while self.clock() < end and procs.group_members(child.pid):
+            time.sleep(0.02)
+        if procs.group_members(child.pid):
+            procs.killpg_quietly(child.pid, signal.SIGKILL)
+            self.emit(Event.KILL, signal="SIGKILL", pid=child.pid, reason="keeper lost")
+
+    def _record_exit(self, end: AttemptEnd) -> None:
+        """The `exit` event of an attempt that ended while nobody watched (unless its supervisor wrote it)."""
+        if self.exit_recorded == self.attempt:
+            return
+        if end.exec_error is not None:
+            self.emit(Event.EXIT, exit_code=end.exec_error,
+                      reason="not found" if end.exec_error == 127 else "not executable")
+        elif end.lost:
+            self.emit(Event.EXIT, reason="unknown", detail="the keeper process died; exit status unknown")
+        elif end.signal is not None:
+            self.emit(Event.EXIT, signal=signal_name(end.signal), exit_code=128 + end.signal)
+        else:
+            self.emit(Event.EXIT, exit_code=end.exit_code)
+        self.exit_recorded = self.attempt
+        self._drain_output()
+        self.write_state()
+
+    def _drain_output(self) -> None:
+        while True:
+            pieces = self.follower.read()
+            if not pieces:
+                break
+            for stream, data in pieces:
+                self.passthrough.write(stream, data)
+        self.save_cursor()
 
     def _resume_value(self) -> str | None:
         return self.checkpoint if self.opts.resume and self.checkpoint else None
 
-    def _backoff(self, delay_s: float) -> bool:
+    def _backoff(self, restart_at: float) -> bool:
         """Wait before a restart; False if the run's --deadline passes first. Raises _Stop on a signal."""
         self.status = Status.BACKOFF
         self.child = None
-        restart_at = self.clock() + delay_s
+        self.stop_info = None
         deadline = policy.run_deadline_at(self.opts, self.run_started)
         self.next_deadline = (restart_at, "restart")
+        self.restart_at = self.wall() + (restart_at - self.clock())
         self.write_state()
         while True:
             now = self.clock()
@@ -254,13 +611,17 @@ class Supervisor:
             if deadline is not None and now >= deadline and deadline <= restart_at:
                 return False
             if now >= restart_at:
+                self.restart_at = None
                 return True
             wake_at = min(restart_at, deadline) if deadline is not None else restart_at
+            wake_at = min(wake_at, self._state_written_at + self.renew_s)
             try:
                 select.select([self.wake_r], [], [], max(0.0, wake_at - now))
             except InterruptedError:
                 pass
             self._drain_wake()
+            if self.clock() >= self._state_written_at + self.renew_s:
+                self.write_state()
 
     # --- one attempt -------------------------------------------------------------------------------
     def _child_env(self) -> dict[str, str]:
@@ -291,6 +652,11 @@ class Supervisor:
             self.job.keeper_file.unlink()
         except FileNotFoundError:
             pass
+        self.status = Status.STARTING
+        self.attempt_started_at = self.wall()
+        self.stop_info = None
+        self.fatal_line = None
+        self.write_state()  # records the attempt number before its keeper exists (see _adopted_step)
         hs_r, hs_w = os.pipe()
         err_fd = os.open(self.job.path / "keeper.err", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:
@@ -303,7 +669,7 @@ class Supervisor:
         finally:
             os.close(hs_w)
             os.close(err_fd)
-        line = self._read_handshake(hs_r, keeper)
+        line = self._read_handshake(hs_r)
         parts = line.split(" ", 2)
         if parts[0] == "exec":
             keeper.wait()
@@ -312,6 +678,7 @@ class Supervisor:
             self.say(f"cannot run {self.opts.command[0]!r}: {reason}")
             self.emit(Event.EXIT, exit_code=code, reason="not found" if code == 127 else "not executable",
                       detail=reason)
+            self.exit_recorded = self.attempt
             return AttemptEnd(exec_error=code)
         if parts[0] != "ok" or len(parts) < 3:
             keeper.kill()
@@ -322,9 +689,10 @@ class Supervisor:
                 tail = ""
             raise HbwrapError(f"the keeper process failed to start{': ' + tail.splitlines()[-1] if tail else ''}")
         child_start = int(parts[2]) if parts[2].strip().isdigit() else None
-        return _Child(keeper, procs.start_time(keeper.pid), int(parts[1]), child_start, procs.pidfd_open(keeper.pid))
+        return _Child(keeper.pid, procs.start_time(keeper.pid), int(parts[1]), child_start,
+                      procs.pidfd_open(keeper.pid), keeper)
 
-    def _read_handshake(self, fd: int, keeper: subprocess.Popen) -> str:
+    def _read_handshake(self, fd: int) -> str:
         data = b""
         end = self.clock() + HANDSHAKE_TIMEOUT_S
         try:
@@ -359,10 +727,17 @@ class Supervisor:
         launched = self._launch()
         if isinstance(launched, AttemptEnd):
             return launched
-        self.child = child = launched
-        attempt = _AttemptWatch(self, child)
-        self.emit(Event.ATTEMPT_START, child_pid=child.pid, resume_from=self._resume_value())
+        self.child = launched
+        self.emit(Event.ATTEMPT_START, child_pid=launched.pid, resume_from=self._resume_value())
+        now = self.clock()
+        return self._watch(_Step("watch", child=launched, clocks=policy.Clocks(self.run_started, now, now, now)))
+
+    def _watch(self, step: _Step) -> AttemptEnd:
+        self.child = step.child
         self.status = Status.RUNNING
+        attempt = _AttemptWatch(self, step.child, step.clocks)
+        if step.stopping:
+            attempt.resume_stop(step.stop_reason, step.stop_started)
         self.write_state()
         try:
             return attempt.watch()
@@ -375,6 +750,7 @@ class Supervisor:
         self.exit_code = code
         self.child = None
         self.next_deadline = None
+        self.stop_info = None
         self.ended_at = self.wall()
         if decision.kind is DecisionKind.SUCCEED:
             self.emit(Event.SUCCESS, exit_code=0, checkpoint=self.checkpoint)
@@ -402,6 +778,7 @@ class Supervisor:
         self.exit_code = 128 + signum
         self.child = None
         self.next_deadline = None
+        self.stop_info = None
         self.ended_at = self.wall()
         self.emit(Event.STOP, signal=signal_name(signum), exit_code=self.exit_code)
         self.status = Status.STOPPED
@@ -425,10 +802,10 @@ class Supervisor:
 class _AttemptWatch:
     """The loop of one attempt: blocks until output, a file change, a probe, the keeper's exit or a deadline."""
 
-    def __init__(self, sup: Supervisor, child: _Child):
+    def __init__(self, sup: Supervisor, child: _Child, clocks: policy.Clocks):
         self.sup, self.child = sup, child
         now = sup.clock()
-        self.clocks = policy.Clocks(sup.run_started, now, now, now)
+        self.clocks = clocks
         self.stall: StallReason | None = None
         self.stop_started: float | None = None
         self.sigkill_noted = False
@@ -445,6 +822,13 @@ class _AttemptWatch:
         opts = sup.opts
         self.next_probe_at = now + opts.start_grace_s + opts.probe_interval_s if opts.probe else None
         self.more_output = False
+
+    def resume_stop(self, reason: StallReason | None, started: float | None) -> None:
+        """Adopted while the previous supervisor was stopping the attempt: the keeper carries the kill on."""
+        self.stop_started = started if started is not None else self.sup.clock()
+        self.stall = reason
+        self.sup.stop_info = (reason.value if reason else "stop",
+                              self.sup.wall() - (self.sup.clock() - self.stop_started))
 
     # the loop
     def watch(self) -> AttemptEnd:
@@ -479,7 +863,7 @@ class _AttemptWatch:
                     self._begin_stop(now, None)
                 elif len(sup.signals) > 1 and not self.forced:
                     self._force_kill("a second stop signal")
-            if child.keeper.poll() is not None:
+            if child.keeper_gone():
                 break
             if self.stop_started is None:
                 reason = policy.due_stall(sup.opts, self.clocks, now)
@@ -496,7 +880,7 @@ class _AttemptWatch:
             if self.pending_checkpoint is not None and now >= self.last_checkpoint_event + CHECKPOINT_EVENT_SPACING_S:
                 self._checkpoint_event(now)
             if sup._state_dirty and now >= sup._state_written_at + STATE_FLUSH_S or \
-                    now >= sup._state_written_at + STATE_RENEW_S:
+                    now >= sup._state_written_at + sup.renew_s:
                 sup.next_deadline = self._next_deadline_info()
                 sup.write_state()
         return self._ended()
@@ -523,7 +907,7 @@ class _AttemptWatch:
             at.append(self.probe_started + sup.opts.probe_timeout_s)
         if self.pending_checkpoint is not None:
             at.append(self.last_checkpoint_event + CHECKPOINT_EVENT_SPACING_S)
-        at.append(sup._state_written_at + (STATE_FLUSH_S if sup._state_dirty else STATE_RENEW_S))
+        at.append(sup._state_written_at + (STATE_FLUSH_S if sup._state_dirty else sup.renew_s))
         if sup.inotify is None or self.child.pidfd is None:
             at.append(now + POLL_FALLBACK_S)
         future = [a for a in at if a > now - 1e-3]
@@ -547,8 +931,9 @@ class _AttemptWatch:
                     self._marker(kind, value, now)
         self.more_output = got >= budget
         if got:
+            sup.save_cursor()
             self.clocks.last_life = now
-            sup.last_output_at = sup.wall()
+            sup.last_output_at = sup.last_life_at = sup.wall()
             sup._state_dirty = True
 
     def _marker(self, kind: str, value: str, now: float) -> None:
@@ -564,7 +949,7 @@ class _AttemptWatch:
         sup = self.sup
         self.clocks.last_progress = now
         self.clocks.last_life = max(self.clocks.last_life, now)
-        sup.last_progress_at = sup.wall()
+        sup.last_progress_at = sup.last_life_at = sup.wall()
         sup._state_dirty = True
         if value is not None and value != sup.checkpoint:
             sup.checkpoint = value
@@ -585,6 +970,7 @@ class _AttemptWatch:
             if mtime is not None and mtime != self.heartbeat_mtime:
                 self.heartbeat_mtime = mtime
                 self.clocks.last_life = now
+                sup.last_life_at = sup.wall()
                 sup._state_dirty = True
         if changed is None or (str(cp.parent), cp.name) in changed:
             content, line = _last_nonempty_line(cp)
@@ -608,6 +994,7 @@ class _AttemptWatch:
             if code == 0:
                 self.probe_failures = 0
                 self.clocks.last_life = max(self.clocks.last_life, now)
+                sup.last_life_at = sup.wall()
             else:
                 self.probe_failures += 1
         if self.probe is None and self.next_probe_at is not None and now >= self.next_probe_at:
@@ -644,8 +1031,10 @@ class _AttemptWatch:
 
     def _begin_stop(self, now: float, reason: StallReason | None) -> None:
         sup, child = self.sup, self.child
+        sup.check_fence()
         self.stop_started = now
         self.stall = reason
+        sup.stop_info = (reason.value if reason else "stop", sup.wall())
         if self.probe is not None:
             procs.killpg_quietly(self.probe.pid, signal.SIGKILL)
         sig = signal_name(sup.opts.kill_signal)
@@ -654,7 +1043,7 @@ class _AttemptWatch:
             sup.emit(Event.STALL, reason=reason.value, detail=detail, checkpoint=sup.checkpoint)
             sup.say(f"{sup.opts.name} stalled ({reason.value}): {detail}; stopping it with {sig}, "
                     f"SIGKILL after {_fmt_s(sup.opts.grace_s)}")
-        procs.signal_verified(child.keeper.pid, child.keeper_start, signal.SIGTERM)
+        procs.signal_verified(child.keeper_pid, child.keeper_start, signal.SIGTERM)
         sup.emit(Event.KILL, signal=sig, pid=child.pid, reason=reason.value if reason else "stop")
         sup.next_deadline = None
         sup.write_state()
@@ -662,21 +1051,22 @@ class _AttemptWatch:
     def _force_kill(self, why: str) -> None:
         """Kill the attempt's whole tree now, ourselves (the keeper's tree is ours by ancestry)."""
         sup, child = self.sup, self.child
+        sup.check_fence()
         self.forced = True
         if not self.sigkill_noted:
             self.sigkill_noted = True
             sup.emit(Event.KILL, signal="SIGKILL", pid=child.pid, reason=why)
-        if procs.is_same_process(child.keeper.pid, child.keeper_start):
-            for pid in procs.descendants(child.keeper.pid):
+        if procs.is_same_process(child.keeper_pid, child.keeper_start):
+            for pid in procs.descendants(child.keeper_pid):
                 procs.kill_quietly(pid, signal.SIGKILL)
         if procs.is_same_process(child.pid, child.start):
             procs.killpg_quietly(child.pid, signal.SIGKILL)
         if why.startswith("the keeper"):
-            procs.signal_verified(child.keeper.pid, child.keeper_start, signal.SIGKILL)
+            procs.signal_verified(child.keeper_pid, child.keeper_start, signal.SIGKILL)
 
     def _ended(self) -> AttemptEnd:
         sup, child = self.sup, self.child
-        child.keeper.wait()
+        child.reap()
         self.more_output = False
         self._pump(sup.clock(), budget=1 << 62)
         for stream, scanner in sup.scanners.items():
@@ -690,24 +1080,12 @@ class _AttemptWatch:
         except StateError:
             record = {}
         if record.get("child_pid") != child.pid:
-            record = {}
-        code, sig = record.get("exit_code"), record.get("exit_signal")
-        lost = code is None and sig is None
-        if lost:
-            # the keeper vanished without recording an exit: never leave the group behind
-            if procs.is_same_process(child.pid, child.start):
-                procs.killpg_quietly(child.pid, signal.SIGKILL)
-                sup.emit(Event.KILL, signal="SIGKILL", pid=child.pid, reason="keeper lost")
-            sup.emit(Event.EXIT, reason="unknown", detail="the keeper process died; exit status unknown")
-        elif sig is not None:
-            sup.emit(Event.EXIT, signal=signal_name(sig), exit_code=128 + sig)
-        else:
-            sup.emit(Event.EXIT, exit_code=code)
+            record = {}  # the keeper vanished before writing its record: the exit status is unknown
+        end = sup._end_from_record(record, child, self.stall)
+        sup._record_exit(end)
         if sup.signals:
             raise _Stop(sup.signals[0])
-        if self.stall is not None:
-            return AttemptEnd(exit_code=code, signal=sig, stall=self.stall, fatal=self.fatal_line is not None)
-        return AttemptEnd(exit_code=code, signal=sig, fatal=self.fatal_line is not None, lost=lost)
+        return end
 
     def close(self) -> None:
         if self.probe is not None:
@@ -717,3 +1095,56 @@ class _AttemptWatch:
         if self.child.pidfd is not None:
             os.close(self.child.pidfd)
             self.child.pidfd = None
+
+
+def _recorded_options(job: JobDir, state: dict, state_dir: StateDir) -> RunOptions:
+    try:
+        return replace(RunOptions.from_json(state["options"]), state_dir=str(state_dir.root))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StateError(f"{job.state_file} has no usable options ({exc})") from None
+
+
+def watch_job(state_dir: StateDir, name: str) -> int:
+    """`hbwrap watch NAME`: adopt the job's orphaned run, with the options recorded in its state."""
+    job = state_dir.existing_job(name)
+    state = job.read_state()
+    if state is None:
+        _message(f"job {name} has never run; nothing to take over")
+        return 1
+    return Supervisor(_recorded_options(job, state, state_dir)).run(takeover_only=True)
+
+
+def stop_job(state_dir: StateDir, name: str, timeout_s: float | None) -> int:
+    """`hbwrap stop NAME`: ask a live supervisor to stop (SIGTERM), or stop an orphaned run ourselves."""
+    job = state_dir.existing_job(name)
+    state = job.read_state()
+    if state is None or state.get("status") not in {s.value for s in ACTIVE_STATUSES}:
+        _message(f"job {name} is not running")
+        return 0
+    opts = _recorded_options(job, state, state_dir)
+    wait_s = timeout_s if timeout_s is not None else opts.grace_s + 15.0
+    end = time.monotonic() + wait_s
+    pid, start = state.get("supervisor_pid"), state.get("supervisor_start")
+    if procs.is_same_process(pid, start):
+        renewed = state.get("lease_renewed_at")
+        hung = isinstance(renewed, (int, float)) and time.time() - renewed > (state.get("lease_s") or opts.lease_s)
+        if not hung:
+            procs.signal_verified(pid, start, signal.SIGTERM)
+            while procs.is_same_process(pid, start) and time.monotonic() < end:
+                time.sleep(0.02)
+            if procs.is_same_process(pid, start):
+                _message(f"job {name} did not stop within {_fmt_s(wait_s)} (supervisor pid {pid})")
+                return 1
+            after = job.read_state() or {}
+            if after.get("status") in {s.value for s in ACTIVE_STATUSES}:
+                # the supervisor died mid-stop: finish the job ourselves
+                return stop_job(state_dir, name, max(1.0, end - time.monotonic()))
+            return 0
+    devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        sup = Supervisor(replace(opts, quiet=False), stdout_fd=devnull, stderr_fd=devnull)
+        sup.signals.append(int(signal.SIGTERM))  # stop as soon as the run is adopted
+        code = sup.run(takeover_only=True)
+    finally:
+        os.close(devnull)
+    return 0 if code == 128 + signal.SIGTERM else 1
