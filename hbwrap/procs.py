@@ -134,3 +134,39 @@ def restore_default_signals(ignored: list[int] | tuple[int, ...] = ()) -> None:
             signal.signal(sig, signal.SIG_IGN)
         except (OSError, ValueError):
             pass
+
+
+def cmdline(pid: int) -> list[bytes]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")
+    except OSError:
+        return []
+
+
+def environ_has(pid: int, key: str, value: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = f.read().split(b"\0")
+    except OSError:
+        return False
+    return f"{key}={value}".encode() in env
+
+
+def is_keeper(pid: int | None, recorded_start: int | None, job_path: str) -> bool:
+    """The recorded process is alive, and is a keeper of this job (not a recycled pid or a forged record)."""
+    if not is_same_process(pid, recorded_start):
+        return False
+    argv = cmdline(pid)
+    return b"hbwrap.keeper" in argv and os.fsencode(job_path) in argv
+
+
+def is_supervisor(pid: int | None, recorded_start: int | None) -> bool:
+    if not is_same_process(pid, recorded_start):
+        return False
+    return any(b"hbwrap" in arg for arg in cmdline(pid)[:3])
+
+
+def is_command(pid: int | None, recorded_start: int | None, run_id: str) -> bool:
+    """The recorded command of run `run_id`: same start time, and the run id hbwrap put in its environment."""
+    return is_same_process(pid, recorded_start) and environ_has(pid, "HBWRAP_RUN_ID", run_id)

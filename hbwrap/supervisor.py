@@ -55,6 +55,9 @@ class _Child:
             return self.popen.poll() is not None
         return not procs.is_same_process(self.keeper_pid, self.keeper_start)
 
+    def keeper_verified(self, job_path: Path) -> bool:
+        return procs.is_keeper(self.keeper_pid, self.keeper_start, str(job_path))
+
     def reap(self) -> None:
         if self.popen is not None:
             self.popen.wait()
@@ -294,7 +297,7 @@ class Supervisor:
         if not isinstance(renewed, (int, float)) or self.wall() - renewed <= lease_s:
             return False
         pid, start = holder.get("supervisor_pid"), holder.get("supervisor_start")
-        if pid == os.getpid() or not procs.signal_verified(pid, start, signal.SIGKILL):
+        if pid == os.getpid() or not procs.is_supervisor(pid, start) or not procs.kill_quietly(pid, signal.SIGKILL):
             return False
         _message(f"supervisor pid {pid} of job {self.opts.name} is hung (lease {_fmt_s(lease_s)} expired "
                  f"{_fmt_s(self.wall() - renewed - lease_s)} ago); killed it to take over")
@@ -376,7 +379,7 @@ class Supervisor:
                 keeper = self.job.read_keeper()
             except StateError:
                 keeper = None
-            if keeper and procs.is_same_process(keeper.get("keeper_pid"), keeper.get("keeper_start")):
+            if keeper and procs.is_keeper(keeper.get("keeper_pid"), keeper.get("keeper_start"), str(self.job.path)):
                 raise StateError(f"{exc}; its command may still be running (keeper pid {keeper['keeper_pid']}), "
                                  f"so hbwrap will not start another: stop it, then remove {self.job.state_file}") from None
             aside = self.job.state_file.with_name(f"state.json.corrupt-{int(self.wall())}")
@@ -406,6 +409,8 @@ class Supervisor:
                         return self._finish(policy.Decision(DecisionKind.ESCALATE, 124, "deadline"), AttemptEnd())
                     step = _Step("launch")
                     continue
+                if step.kind in ("launch", "relaunch") and self.signals:
+                    raise _Stop(self.signals[0])  # stopped before any command ran
                 if step.kind == "launch":
                     self.attempt += 1
                     end = self._run_attempt()
@@ -515,7 +520,7 @@ class Supervisor:
         stall = StallReason(stop_reason) if stop_reason in {r.value for r in StallReason} else None
         child = _Child(keeper["keeper_pid"], keeper.get("keeper_start"), keeper.get("child_pid"),
                        keeper.get("child_start"))
-        if procs.is_same_process(child.keeper_pid, child.keeper_start) and not keeper.get("ended_at"):
+        if child.keeper_verified(self.job.path) and not keeper.get("ended_at"):
             child.pidfd = procs.pidfd_open(child.keeper_pid)
             attempt_start = self._mono(state.get("attempt_started_at"), now)
             life = max(x for x in (self._mono(state.get("last_life_at")), self._mono(state.get("last_output_at")),
@@ -542,7 +547,7 @@ class Supervisor:
         code, sig = keeper.get("exit_code"), keeper.get("exit_signal")
         fatal = self.fatal_line is not None
         if code is None and sig is None:
-            if child.pid and procs.is_same_process(child.pid, child.start):
+            if child.pid and procs.is_command(child.pid, child.start, self.run_id):
                 # the keeper died and the command lives on: it can no longer be watched, so stop it safely
                 self._stop_unkept(child)
             return AttemptEnd(lost=True, stall=stall, fatal=fatal)
@@ -554,7 +559,7 @@ class Supervisor:
         The group is signalled only after its leader's identity is verified; while any member is left the
         kernel cannot hand the group id to another process, so the later SIGKILL reaches the same group.
         """
-        if not procs.is_same_process(child.pid, child.start):
+        if not procs.is_command(child.pid, child.start, self.run_id):
             return
         sig = self.opts.kill_signal
         procs.killpg_quietly(child.pid, sig)
@@ -1043,7 +1048,8 @@ class _AttemptWatch:
             sup.emit(Event.STALL, reason=reason.value, detail=detail, checkpoint=sup.checkpoint)
             sup.say(f"{sup.opts.name} stalled ({reason.value}): {detail}; stopping it with {sig}, "
                     f"SIGKILL after {_fmt_s(sup.opts.grace_s)}")
-        procs.signal_verified(child.keeper_pid, child.keeper_start, signal.SIGTERM)
+        if child.keeper_verified(sup.job.path):
+            procs.kill_quietly(child.keeper_pid, signal.SIGTERM)
         sup.emit(Event.KILL, signal=sig, pid=child.pid, reason=reason.value if reason else "stop")
         sup.next_deadline = None
         sup.write_state()
@@ -1056,13 +1062,14 @@ class _AttemptWatch:
         if not self.sigkill_noted:
             self.sigkill_noted = True
             sup.emit(Event.KILL, signal="SIGKILL", pid=child.pid, reason=why)
-        if procs.is_same_process(child.keeper_pid, child.keeper_start):
+        keeper_ok = child.keeper_verified(sup.job.path)
+        if keeper_ok:
             for pid in procs.descendants(child.keeper_pid):
                 procs.kill_quietly(pid, signal.SIGKILL)
-        if procs.is_same_process(child.pid, child.start):
+        if procs.is_command(child.pid, child.start, sup.run_id):
             procs.killpg_quietly(child.pid, signal.SIGKILL)
-        if why.startswith("the keeper"):
-            procs.signal_verified(child.keeper_pid, child.keeper_start, signal.SIGKILL)
+        if keeper_ok and why.startswith("the keeper"):
+            procs.kill_quietly(child.keeper_pid, signal.SIGKILL)
 
     def _ended(self) -> AttemptEnd:
         sup, child = self.sup, self.child
@@ -1125,11 +1132,11 @@ def stop_job(state_dir: StateDir, name: str, timeout_s: float | None) -> int:
     wait_s = timeout_s if timeout_s is not None else opts.grace_s + 15.0
     end = time.monotonic() + wait_s
     pid, start = state.get("supervisor_pid"), state.get("supervisor_start")
-    if procs.is_same_process(pid, start):
+    if procs.is_supervisor(pid, start):
         renewed = state.get("lease_renewed_at")
         hung = isinstance(renewed, (int, float)) and time.time() - renewed > (state.get("lease_s") or opts.lease_s)
         if not hung:
-            procs.signal_verified(pid, start, signal.SIGTERM)
+            procs.kill_quietly(pid, signal.SIGTERM)
             while procs.is_same_process(pid, start) and time.monotonic() < end:
                 time.sleep(0.02)
             if procs.is_same_process(pid, start):

@@ -19,11 +19,11 @@ STATUS_KEYS = ("name", "status", "attempt", "restarts", "child_pid", "supervisor
 
 
 def supervisor_alive(state: dict) -> bool:
-    return procs.is_same_process(state.get("supervisor_pid"), state.get("supervisor_start"))
+    return procs.is_supervisor(state.get("supervisor_pid"), state.get("supervisor_start"))
 
 
 def child_alive(state: dict) -> bool:
-    return procs.is_same_process(state.get("child_pid"), state.get("child_start"))
+    return procs.is_command(state.get("child_pid"), state.get("child_start"), str(state.get("run_id")))
 
 
 def effective_status(state: dict) -> str:
