@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,7 +34,7 @@ def parse_iso(text: str | None) -> float | None:
 
 
 def new_run_id() -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + os.urandom(3).hex()
 
 
 def write_json_atomic(path: Path, data: dict, fsync: bool = True) -> None:

@@ -1,7 +1,6 @@
 """RunOptions and the parsers for durations, sizes, signals, names and patterns used by every command."""
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import signal
@@ -136,6 +135,8 @@ def compile_pattern(text: str, option: str) -> re.Pattern[str]:
 
 def default_name(command: list[str]) -> str:
     """A stable job name for a command line: `<program>-<8 hex of the whole argv>`."""
+    import hashlib  # here, not at the top: it loads OpenSSL, megabytes the supervisor need not carry
+
     digest = hashlib.sha256("\0".join(command).encode("utf-8", "surrogateescape")).hexdigest()[:8]
     base = re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(command[0]) if command else "job").strip("._-")
     return f"{(base or 'job')[:48]}-{digest}"
