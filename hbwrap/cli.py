@@ -48,8 +48,22 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """hbwrap: a watchdog for unattended long-running jobs."""
 
 
+def _given(ctx: typer.Context, command: Optional[List[str]]) -> dict:
+    """Only the options typed on the command line, so that the config file is not overridden by defaults."""
+    given = {key: value for key, value in ctx.params.items()
+             if key not in ("command", "config", "name") and ctx.get_parameter_source(key) is not None
+             and ctx.get_parameter_source(key).name == "COMMANDLINE"}
+    if command:
+        given["command"] = list(command)
+    return given
+
+
+CONFIG_OPTION = typer.Option(None, "--config", help="TOML defaults and jobs (default $HBWRAP_CONFIG, else $XDG_CONFIG_HOME/hbwrap/config.toml if it exists).")
+
+
 @app.command(context_settings={"allow_interspersed_args": False}, help=RUN_HELP, no_args_is_help=False)
 def run(
+    ctx: typer.Context,
     command: Optional[List[str]] = typer.Argument(None, metavar="-- COMMAND [ARG...]", show_default=False),
     name: Optional[str] = typer.Option(None, "--name", help="Job name [A-Za-z0-9._-]{1,64}; default: derived from the command line."),
     state_dir: Optional[str] = typer.Option(None, "--state-dir", help="Where job state lives (default $HBWRAP_STATE_DIR, $XDG_STATE_HOME/hbwrap, ~/.local/state/hbwrap)."),
@@ -78,22 +92,16 @@ def run(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Say more on stderr (e.g. when an overlapping run is skipped)."),
     pty: bool = typer.Option(False, "--pty", help="Run the command on a pseudo-terminal (for programs that buffer when not on a terminal)."),
     log_max_size: Optional[str] = typer.Option(None, "--log-max-size", help="Rotate the job's output log beyond this size; one rotated file is kept. [default: 50MB]"),
+    config: Optional[str] = CONFIG_OPTION,
     if_running: Optional[str] = typer.Option(None, "--if-running", help="When a live supervisor already runs this job: skip (exit 0), fail (exit 75) or wait for it, then run. [default: skip]"),
     lease: Optional[str] = typer.Option(None, "--lease", help="Renew the supervisor's lease at least every lease/3; a supervisor whose lease is older is hung and is taken over. [default: 30s]"),
 ) -> int:
-    from hbwrap.options import build_run_options, parse_if_running
+    from hbwrap.configfile import run_settings
+    from hbwrap.options import parse_if_running
     from hbwrap.supervisor import Supervisor
 
-    opts = build_run_options(
-        command=command or [], name=name, state_dir=state_dir, timeout=timeout, deadline=deadline,
-        response_timeout=response_timeout, progress_timeout=progress_timeout, start_grace=start_grace,
-        progress_pattern=progress_pattern, checkpoint_file=checkpoint_file, heartbeat_file=heartbeat_file,
-        probe=probe, probe_interval=probe_interval, probe_timeout=probe_timeout, probe_failures=probe_failures,
-        kill_signal=kill_signal, grace=grace, restart=restart, max_restarts=max_restarts, backoff=backoff,
-        backoff_max=backoff_max, retry_exit_codes=retry_exit_codes, fatal_pattern=fatal_pattern, resume=resume,
-        quiet=quiet, verbose=verbose, pty=pty, log_max_size=log_max_size, lease=lease,
-    )
-    return Supervisor(opts).run(if_running=parse_if_running(if_running))
+    opts, settings, _origins, _config = run_settings(_given(ctx, command), name, config)
+    return Supervisor(opts).run(if_running=parse_if_running(settings["if-running"]))
 
 
 def _state_dir(state_dir: Optional[str]):
@@ -207,6 +215,81 @@ def stop(
 
     timeout_s = parse_duration(timeout, "--timeout") if timeout is not None else None
     return stop_job(_state_dir(state_dir), name, timeout_s)
+
+
+config_app = typer.Typer(help="Show the effective settings of a job, or write a starter config file.",
+                         no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+def config_show(
+    ctx: typer.Context,
+    origin: bool = typer.Option(False, "--origin", help="Say where each value comes from (flag, file table, default)."),
+) -> int:
+    """Print the effective settings (built-in defaults + config file + flags) as TOML. Takes `run`'s options.
+
+    \b
+    Examples:
+      hbwrap config show --name reddit-3am
+      hbwrap config show --name research --origin --progress-timeout 30m
+    """
+    from hbwrap.configfile import run_settings, to_toml
+
+    run_command = typer.main.get_command(app).commands["run"]  # parse the arguments exactly as `run` would
+    run_ctx = run_command.make_context("run", list(ctx.args), parent=ctx.parent)
+    params = run_ctx.params
+    opts, settings, origins, _config = run_settings(
+        _given(run_ctx, params.get("command")), params.get("name"), params.get("config"), need_command=False)
+    settings["state-dir"] = opts.state_dir
+    job = opts.name if params.get("name") or params.get("command") else None
+    sys.stdout.write(to_toml(settings, origins if origin else None, job=job))
+    return 0
+
+
+@config_app.command("init")
+def config_init(
+    path: Optional[str] = typer.Argument(None, help="Where to write it [default: $HBWRAP_CONFIG, else $XDG_CONFIG_HOME/hbwrap/config.toml]."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+) -> int:
+    """Write a starter config file with documented example jobs (never overwrites without --force).
+
+    \b
+    Examples:
+      hbwrap config init
+      hbwrap config init ./hbwrap.toml --force
+    """
+    from pathlib import Path
+
+    from hbwrap.configfile import default_config_path, write_starter
+
+    target = Path(path) if path else default_config_path()
+    write_starter(target, force)
+    sys.stderr.write(f"hbwrap: wrote {target}\n")
+    return 0
+
+
+@app.command()
+def metrics(
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Write to FILE atomically (for node_exporter's textfile collector) instead of stdout."),
+    state_dir: Optional[str] = STATE_DIR_OPTION,
+) -> int:
+    """All jobs in the Prometheus text format (metric names hbwrap_*, label job_name).
+
+    \b
+    Examples:
+      hbwrap metrics
+      * * * * * hbwrap metrics --output /var/lib/node_exporter/textfile/hbwrap.prom
+    """
+    from hbwrap import views
+    from hbwrap.metrics import metrics_text, write_atomic
+
+    text = metrics_text(views.metrics_rows(_state_dir(state_dir)))
+    if output:
+        write_atomic(output, text)
+    else:
+        sys.stdout.write(text)
+    return 0
 
 
 @app.command()

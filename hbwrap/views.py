@@ -62,6 +62,17 @@ def status_rows(state_dir: StateDir, name: str | None) -> list[dict]:
     return [job_row(state_dir.job(n)) for n in state_dir.job_names()]
 
 
+def metrics_rows(state_dir: StateDir) -> list[dict]:
+    """Status rows with each job's events, as hbwrap.metrics wants them."""
+    rows = status_rows(state_dir, None)
+    for row in rows:
+        try:
+            row["events"] = list(iter_events(state_dir.job(row["name"]).events_file))
+        except OSError:
+            row["events"] = []
+    return rows
+
+
 def status_json(rows: list[dict]) -> str:
     return json.dumps(rows, indent=2) + "\n"
 
