@@ -118,19 +118,22 @@ STATE_DIR_OPTION = typer.Option(None, "--state-dir", help="Where job state lives
 def status(
     name: Optional[str] = typer.Argument(None, help="Only this job."),
     as_json: bool = typer.Option(False, "--json", help="A JSON array of objects (ISO 8601 UTC times)."),
+    watch: bool = typer.Option(False, "--watch", "-w", help="Refresh the table every second until Ctrl-C (terminal only)."),
     state_dir: Optional[str] = STATE_DIR_OPTION,
 ) -> int:
-    """Show jobs: status, attempt, pid, last output and progress, checkpoint, next deadline.
+    """Show jobs: status, attempt, pid, uptime, last output and progress, checkpoint, next deadline.
+
+    Running and failing jobs come first. A colour table on a terminal, plain aligned columns otherwise.
 
     \b
     Examples:
       hbwrap status
+      hbwrap status --watch
       hbwrap status reddit-3am --json | jq .[0].status
     """
     from hbwrap import views
 
-    rows = views.status_rows(_state_dir(state_dir), name)
-    sys.stdout.write(views.status_json(rows) if as_json else views.status_text(rows))
+    views.print_status(_state_dir(state_dir), name, as_json, watch)
     return 0
 
 

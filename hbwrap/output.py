@@ -366,8 +366,9 @@ class Passthrough:
 
     QUIET_CAP = 1024 * 1024
 
-    def __init__(self, quiet: bool, stdout_fd: int = 1, stderr_fd: int = 2):
+    def __init__(self, quiet: bool, stdout_fd: int = 1, stderr_fd: int = 2, status: "StatusLine | None" = None):
         self.quiet = quiet
+        self.status = status
         self.fds = {STDOUT: stdout_fd, STDERR: stderr_fd}
         self.broken: set[str] = set()
         self.kept: list[tuple[str, bytes]] = []
@@ -380,6 +381,9 @@ class Passthrough:
             return
         if stream in self.broken:
             return
+        if self.status is not None:
+            self.status.hide()
+            self.status.wrote(data)
         try:
             _write_blocking(self.fds[stream], data)
         except BrokenPipeError:
@@ -423,3 +427,50 @@ def _write_blocking(fd: int, data: bytes) -> None:
         except BlockingIOError:
             import select
             select.select([], [fd], [], 1.0)
+
+
+class StatusLine:
+    """A one-line live status on a terminal's stderr that never lands inside the command's output lines.
+
+    It is erased before any passthrough write and drawn again only when the terminal's cursor is at the
+    start of a line (the command's last write ended with a newline), so a partial line of the command is
+    never split by it.
+    """
+
+    FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+    MIN_REDRAW_S = 0.1
+
+    def __init__(self, fd: int = 2):
+        self.fd = fd
+        self.shown = False
+        self.at_line_start = True
+        self.frame = 0
+        self.drawn_at = 0.0
+
+    def draw(self, text: str, now: float) -> None:
+        if not self.at_line_start or now - self.drawn_at < self.MIN_REDRAW_S and self.shown:
+            return
+        try:
+            width = os.get_terminal_size(self.fd).columns
+        except OSError:
+            width = 80
+        self.frame = (self.frame + 1) % len(self.FRAMES)
+        line = f"{self.FRAMES[self.frame]} {text}"[:max(10, width - 1)]
+        self._write("\r\x1b[2K" + line)
+        self.shown, self.drawn_at = True, now
+
+    def hide(self) -> None:
+        if self.shown:
+            self._write("\r\x1b[2K")
+            self.shown = False
+
+    def wrote(self, data: bytes) -> None:
+        """The command wrote `data` to the terminal."""
+        if data:
+            self.at_line_start = data.endswith(b"\n")
+
+    def _write(self, text: str) -> None:
+        try:
+            _write_blocking(self.fd, text.encode("utf-8", "replace"))
+        except OSError:
+            pass

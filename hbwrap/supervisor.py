@@ -16,7 +16,7 @@ from hbwrap.errors import HbwrapError, StateError
 from hbwrap.jobstore import JobDir, StateDir, iso, new_run_id, parse_iso, write_json_atomic
 from hbwrap.model import ACTIVE_STATUSES, SCHEMA_VERSION, AttemptEnd, DecisionKind, Event, Status, StallReason
 from hbwrap.options import RunOptions, compile_pattern, signal_name
-from hbwrap.output import (STDERR, STDOUT, LogFollower, MarkerScanner, Passthrough, log_position)
+from hbwrap.output import STDERR, STDOUT, LogFollower, MarkerScanner, Passthrough, StatusLine, log_position
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 HANDSHAKE_TIMEOUT_S = 30.0
@@ -26,6 +26,7 @@ CHECKPOINT_EVENT_SPACING_S = 0.5
 KILL_FALLBACK_S = 5.0         # beyond --grace: if the keeper has not finished the kill, do it ourselves
 PUMP_BUDGET = 8 * 1024 * 1024  # bytes of output handled before deadlines are looked at again
 POLL_FALLBACK_S = 0.1         # only when inotify is unavailable
+STATUS_LINE_EVERY_S = 1.0     # live status line refresh, only when stderr is a terminal
 
 
 class _Stop(Exception):
@@ -82,6 +83,15 @@ def _message(text: str) -> None:
         os.write(2, f"hbwrap: {text}\n".encode(errors="replace"))
     except OSError:
         pass
+
+
+def _span(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def _fmt_s(seconds: float) -> str:
@@ -172,7 +182,8 @@ class Supervisor:
 
     def _use_options(self, opts: RunOptions) -> None:
         self.opts = opts
-        self.passthrough = Passthrough(opts.quiet, self.stdout_fd, self.stderr_fd)
+        self.status_line = StatusLine(self.stderr_fd) if not opts.quiet and os.isatty(self.stderr_fd) else None
+        self.passthrough = Passthrough(opts.quiet, self.stdout_fd, self.stderr_fd, self.status_line)
         self.progress_patterns = [compile_pattern(p, "--progress-pattern") for p in opts.progress_patterns]
         self.fatal_patterns = [compile_pattern(p, "--fatal-pattern") for p in opts.fatal_patterns]
         self.checkpoint_path = Path(opts.checkpoint_file) if opts.checkpoint_file else self.job.default_checkpoint
@@ -185,6 +196,8 @@ class Supervisor:
         if self.opts.quiet:
             self.messages.append(text)
         else:
+            if self.status_line is not None:
+                self.status_line.hide()
             _message(text)
 
     def emit(self, event: Event, **fields) -> dict:
@@ -827,6 +840,7 @@ class _AttemptWatch:
         opts = sup.opts
         self.next_probe_at = now + opts.start_grace_s + opts.probe_interval_s if opts.probe else None
         self.more_output = False
+        self.next_status_at = now
 
     def resume_stop(self, reason: StallReason | None, started: float | None) -> None:
         """Adopted while the previous supervisor was stopping the attempt: the keeper carries the kill on."""
@@ -884,6 +898,10 @@ class _AttemptWatch:
                     self._force_kill("the keeper did not finish the kill in time")
             if self.pending_checkpoint is not None and now >= self.last_checkpoint_event + CHECKPOINT_EVENT_SPACING_S:
                 self._checkpoint_event(now)
+            if sup.status_line is not None and (now >= self.next_status_at or self.clocks.last_life == now):
+                sup.status_line.draw(self._status_text(now), now)
+                if now >= self.next_status_at:
+                    self.next_status_at = now + STATUS_LINE_EVERY_S
             if sup._state_dirty and now >= sup._state_written_at + STATE_FLUSH_S or \
                     now >= sup._state_written_at + sup.renew_s:
                 sup.next_deadline = self._next_deadline_info()
@@ -912,6 +930,8 @@ class _AttemptWatch:
             at.append(self.probe_started + sup.opts.probe_timeout_s)
         if self.pending_checkpoint is not None:
             at.append(self.last_checkpoint_event + CHECKPOINT_EVENT_SPACING_S)
+        if sup.status_line is not None:
+            at.append(self.next_status_at)
         at.append(sup._state_written_at + (STATE_FLUSH_S if sup._state_dirty else sup.renew_s))
         if sup.inotify is None or self.child.pidfd is None:
             at.append(now + POLL_FALLBACK_S)
@@ -920,6 +940,22 @@ class _AttemptWatch:
         if timeout is not None:
             timeout = max(timeout, 0.0) + 0.0005  # wake just after, not just before, the instant
         return timeout
+
+    def _status_text(self, now: float) -> str:
+        sup, c, opts = self.sup, self.clocks, self.sup.opts
+        parts = [opts.name, f"attempt {sup.attempt}/{opts.max_restarts + 1}", f"up {_span(now - c.run_started)}",
+                 f"alive {_span(now - c.last_life)} ago"]
+        if opts.progress_timeout_s or sup.checkpoint:
+            parts.append(f"progress {_span(now - c.last_progress)} ago")
+        if sup.checkpoint:
+            parts.append(f"checkpoint {sup.checkpoint[:40]}")
+        if self.stop_started is not None:
+            parts.append(f"stopping ({_span(now - self.stop_started)})")
+        else:
+            found = policy.next_deadline(opts, c)
+            if found:
+                parts.append(f"{found[1].value} deadline in {_span(max(0.0, found[0] - now))}")
+        return " · ".join(parts)
 
     # observations
     def _pump(self, now: float, budget: int = PUMP_BUDGET) -> None:
@@ -1095,6 +1131,8 @@ class _AttemptWatch:
         return end
 
     def close(self) -> None:
+        if self.sup.status_line is not None:
+            self.sup.status_line.hide()
         if self.probe is not None:
             procs.killpg_quietly(self.probe.pid, signal.SIGKILL)
             self.probe.wait()

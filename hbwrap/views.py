@@ -101,21 +101,91 @@ def _until(ts: str | None, kind: str | None, now: float) -> str:
     return f"{kind or ''} in {_span(max(0.0, t - now))}".strip()
 
 
-def status_text(rows: list[dict]) -> str:
+STATUS_ORDER = {"running": 0, "starting": 0, "backoff": 1, "orphaned": 2, "escalated": 3, "failed": 4,
+                "unreadable": 5, "stopped": 6, "succeeded": 7}
+STATUS_STYLE = {"running": "green", "starting": "green", "backoff": "yellow", "orphaned": "bold magenta",
+                "escalated": "bold red", "failed": "red", "unreadable": "bold red", "stopped": "dim",
+                "succeeded": "cyan"}
+COLUMNS = ("JOB", "STATUS", "ATTEMPT", "PID", "UPTIME", "LAST OUTPUT", "LAST PROGRESS", "CHECKPOINT",
+           "NEXT DEADLINE")
+
+
+def sort_rows(rows: list[dict]) -> list[dict]:
+    """Running and failing jobs first, then the rest; by name within each group."""
+    return sorted(rows, key=lambda r: (STATUS_ORDER.get(r.get("status") or "", 8), r["name"]))
+
+
+def status_cells(row: dict, now: float) -> tuple[str, ...]:
+    attempt = "-"
+    if row.get("attempt"):
+        attempt = f"{row['attempt']}" + (f" ({row['restarts']} restarts)" if row.get("restarts") else "")
+    active = row.get("status") in {s.value for s in ACTIVE_STATUSES} | {Status.ORPHANED.value}
+    started = parse_iso(row.get("started_at"))
+    uptime = _span(max(0.0, now - started)) if active and started else "-"
+    return (row["name"], row.get("status") or "-", attempt, str(row.get("child_pid") or "-"), uptime,
+            _age(row.get("last_output_at"), now), _age(row.get("last_progress_at"), now),
+            (row.get("checkpoint") or "-")[:40], _until(row.get("next_deadline_at"), row.get("next_deadline"), now))
+
+
+def status_text(rows: list[dict], now: float | None = None) -> str:
+    """Plain aligned columns (stdout not a terminal: scripts, cron mail)."""
     if not rows:
         return "no jobs\n"
-    now = time.time()
-    header = ("JOB", "STATUS", "ATTEMPT", "PID", "LAST OUTPUT", "LAST PROGRESS", "CHECKPOINT", "NEXT DEADLINE")
-    table = [header]
-    for r in rows:
-        table.append((
-            r["name"], r["status"] or "-", str(r["attempt"] or "-"), str(r["child_pid"] or "-"),
-            _age(r.get("last_output_at"), now), _age(r.get("last_progress_at"), now),
-            (r.get("checkpoint") or "-")[:40], _until(r.get("next_deadline_at"), r.get("next_deadline"), now),
-        ))
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    now = time.time() if now is None else now
+    table = [COLUMNS] + [status_cells(r, now) for r in sort_rows(rows)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
     return "\n".join(lines) + "\n"
+
+
+def status_table(rows: list[dict], now: float | None = None):
+    """A rich Table of the jobs, status in colour."""
+    from rich.table import Table
+    from rich.text import Text
+
+    now = time.time() if now is None else now
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    body = [[c.replace(" ago", "") for c in status_cells(row, now)] for row in sort_rows(rows)]
+    for i, col in enumerate(COLUMNS):
+        header = col.replace("LAST ", "")
+        natural = max([len(header)] + [len(r[i]) for r in body])
+        squeezable = col in ("CHECKPOINT", "NEXT DEADLINE", "JOB")
+        table.add_column(header, no_wrap=True, overflow="ellipsis",
+                         min_width=min(natural, 12) if squeezable else natural)
+    for cells in body:
+        cells[1] = Text(cells[1], style=STATUS_STYLE.get(cells[1], ""))
+        table.add_row(*cells)
+    if not rows:
+        table.add_row("no jobs", *[""] * (len(COLUMNS) - 1))
+    return table
+
+
+def print_status(state_dir: StateDir, name: str | None, as_json: bool, watch: bool, interval_s: float = 1.0) -> None:
+    if as_json:
+        _write(status_json(status_rows(state_dir, name)))
+        return
+    if not sys.stdout.isatty():
+        if watch:
+            from hbwrap.errors import UsageError
+
+            raise UsageError("status: --watch needs a terminal (use --json in scripts)")
+        _write(status_text(status_rows(state_dir, name)))
+        return
+    from rich.console import Console
+
+    console = Console()
+    if not watch:
+        console.print(status_table(status_rows(state_dir, name)))
+        return
+    from rich.live import Live
+
+    with Live(status_table(status_rows(state_dir, name)), console=console, auto_refresh=False) as live:
+        try:
+            while True:
+                time.sleep(interval_s)
+                live.update(status_table(status_rows(state_dir, name)), refresh=True)
+        except KeyboardInterrupt:
+            pass
 
 
 def format_event(e: dict) -> str:
