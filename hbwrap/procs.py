@@ -170,3 +170,20 @@ def is_supervisor(pid: int | None, recorded_start: int | None) -> bool:
 def is_command(pid: int | None, recorded_start: int | None, run_id: str) -> bool:
     """The recorded command of run `run_id`: same start time, and the run id hbwrap put in its environment."""
     return is_same_process(pid, recorded_start) and environ_has(pid, "HBWRAP_RUN_ID", run_id)
+
+
+def zombie_children(ppid: int) -> list[int]:
+    """Children of `ppid` that have exited and wait to be reaped."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                data = f.read()
+            fields = data[data.rindex(b")") + 2:].split()
+        except (OSError, ValueError):
+            continue
+        if fields and fields[0] == b"Z" and int(fields[1]) == ppid:
+            found.append(int(entry))
+    return found

@@ -179,6 +179,7 @@ class Supervisor:
         self._state_written_at = -1e9
         self.inotify = None
         self.wake_r = self.wake_w = -1
+        self._own_children: set[int] = set()  # probes: reaped by their Popen, never by reap_strays
 
     def _use_options(self, opts: RunOptions) -> None:
         self.opts = opts
@@ -285,6 +286,21 @@ class Supervisor:
         for sig in STOP_SIGNALS:
             if int(sig) not in self.ignored_signals:
                 signal.signal(sig, self._on_signal)
+        if os.getpid() == 1:  # a container's init: orphans of the whole namespace come to us
+            signal.signal(signal.SIGCHLD, lambda *_: None)
+
+    def reap_strays(self) -> None:
+        """As PID 1, reap exited processes we inherited (never our own keeper or probe: their status matters)."""
+        if os.getpid() != 1:
+            return
+        ours = {self.child.keeper_pid} if self.child else set()
+        ours |= self._own_children
+        for pid in procs.zombie_children(1):
+            if pid not in ours:
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
 
     def _drain_wake(self) -> None:
         try:
@@ -292,6 +308,7 @@ class Supervisor:
                 pass
         except BlockingIOError:
             pass
+        self.reap_strays()
 
     # --- exclusion: the job lock and the lease ----------------------------------------------------
     def _holder(self) -> dict | None:
@@ -1050,6 +1067,7 @@ class _AttemptWatch:
             else:
                 self.probe_started = now
                 self.probe_pidfd = procs.pidfd_open(self.probe.pid)
+                sup._own_children.add(self.probe.pid)
             self.next_probe_at = now + opts.probe_interval_s
 
     def _close_probe(self) -> None:
