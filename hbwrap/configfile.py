@@ -861,6 +861,13 @@ def run_settings(given: Mapping[str, Any], name: str | None, config_arg: str | N
     env = os.environ if env is None else env
     config = resolve_config(config_arg, env)
     settings, origins = effective_settings(config, name, given, env=env)
+    # secrets kept out of crontab lines: the environment beats the file, a flag beats both
+    if env.get("HBWRAP_ALERT_WEBHOOK") and origins["alert-webhook"] != "flag":
+        settings["alert-webhook"] = env["HBWRAP_ALERT_WEBHOOK"].split()
+        origins["alert-webhook"] = "$HBWRAP_ALERT_WEBHOOK"
+    if env.get("HBWRAP_PING_URL") and origins["ping-url"] != "flag":
+        settings["ping-url"] = env["HBWRAP_PING_URL"].strip()
+        origins["ping-url"] = "$HBWRAP_PING_URL"
     accepted = inspect.signature(build_run_options).parameters
     kwargs = {key.replace("-", "_"): value for key, value in settings.items()
               if key.replace("-", "_") in accepted and origins[key] != "default"}

@@ -185,6 +185,11 @@ class RunOptions:
     pty: bool = False
     log_max_size: int = 50 * 1000 * 1000
     lease_s: float = 30.0
+    alert_cmd: str | None = None
+    alert_webhooks: tuple[str, ...] = ()
+    webhook_format: str = "json"
+    alert_on: tuple[str, ...] | None = None  # None: stall, escalate, takeover
+    ping_url: str | None = None
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -195,13 +200,38 @@ class RunOptions:
     def from_json(cls, data: dict) -> "RunOptions":
         known = {f for f in cls.__dataclass_fields__}
         values = {k: v for k, v in data.items() if k in known}
-        for key in ("command", "progress_patterns", "fatal_patterns"):
+        if values.get("alert_on") is not None:
+            values["alert_on"] = tuple(values["alert_on"])
+        for key in ("command", "progress_patterns", "fatal_patterns", "alert_webhooks"):
             if key in values and values[key] is not None:
                 values[key] = tuple(values[key])
         if values.get("retry_exit_codes") is not None:
             values["retry_exit_codes"] = tuple(values["retry_exit_codes"])
         values["restart"] = RestartMode(values.get("restart", RestartMode.ON_STALL.value))
         return cls(**values)
+
+
+def _check_url(url: str, option: str) -> None:
+    from hbwrap.alerts import url_problem
+
+    problem = url_problem(str(url))
+    if problem:
+        raise UsageError(f"{option}: {problem}")
+
+
+def parse_alert_on(value, option: str = "--alert-on") -> tuple[str, ...]:
+    """`all` or a comma list (or array) of SPEC §7 event names."""
+    from hbwrap.model import EVENT_NAMES
+
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    names = [str(item).strip() for item in items if str(item).strip()]
+    if names == ["all"]:
+        return tuple(EVENT_NAMES)
+    unknown = [n for n in names if n not in EVENT_NAMES]
+    if unknown or not names:
+        raise UsageError(f"{option}: unknown event {', '.join(unknown) or repr(value)} "
+                         f"(use all, or a comma list of: {', '.join(EVENT_NAMES)})")
+    return tuple(dict.fromkeys(names))
 
 
 def _dur(value, option: str, default: float | None) -> float | None:
@@ -225,7 +255,8 @@ def build_run_options(*, command: list[str], name: str | None, state_dir: str | 
                       probe_timeout=None, probe_failures=None, kill_signal=None, grace=None, restart=None,
                       max_restarts=None, backoff=None, backoff_max=None, retry_exit_codes=None,
                       fatal_pattern=None, resume=True, quiet=False, verbose=False, pty=False,
-                      log_max_size=None, lease=None) -> RunOptions:
+                      log_max_size=None, lease=None, alert_cmd=None, alert_webhook=None, webhook_format=None,
+                      alert_on=None, ping_url=None) -> RunOptions:
     """Validate raw option values (strings from the command line) into RunOptions; UsageError names the option."""
     if not command:
         raise UsageError("missing command: use hbwrap run [OPTIONS] -- COMMAND [ARG...]")
@@ -246,7 +277,22 @@ def build_run_options(*, command: list[str], name: str | None, state_dir: str | 
     lease_s = _dur(lease, "--lease", 30.0)
     if lease_s <= 0:
         raise UsageError("--lease: must be greater than 0")
+    webhooks = tuple(alert_webhook or ())
+    for url in webhooks:
+        _check_url(url, "--alert-webhook")
+    if ping_url is not None:
+        _check_url(ping_url, "--ping-url")
+    fmt = "json" if webhook_format is None else str(webhook_format).strip().lower()
+    if fmt not in ("json", "slack", "discord"):
+        raise UsageError(f"--webhook-format: unknown format {webhook_format!r} (use json, slack or discord)")
+    if alert_cmd is not None and not str(alert_cmd).strip():
+        raise UsageError("--alert-cmd: empty command")
     opts = RunOptions(
+        alert_cmd=alert_cmd,
+        alert_webhooks=webhooks,
+        webhook_format=fmt,
+        alert_on=parse_alert_on(alert_on) if alert_on is not None else None,
+        ping_url=ping_url,
         lease_s=lease_s,
         command=tuple(command),
         name=check_name(name) if name is not None else default_name(list(command)),

@@ -26,6 +26,7 @@ CHECKPOINT_EVENT_SPACING_S = 0.05  # at most 20 checkpoint events a second; the 
 KILL_FALLBACK_S = 5.0         # beyond --grace: if the keeper has not finished the kill, do it ourselves
 PUMP_BUDGET = 8 * 1024 * 1024  # bytes of output handled before deadlines are looked at again
 POLL_FALLBACK_S = 0.1         # only when inotify is unavailable
+ALERT_CLOSE_WAIT_S = 10.0
 STATUS_LINE_EVERY_S = 1.0     # live status line refresh, only when stderr is a terminal
 
 
@@ -179,6 +180,8 @@ class Supervisor:
         self._state_written_at = -1e9
         self.inotify = None
         self.wake_r = self.wake_w = -1
+        self.alerter = None
+        self.run_log_start: tuple[int, int] | None = None
         self._own_children: set[int] = set()  # probes: reaped by their Popen, never by reap_strays
 
     def _use_options(self, opts: RunOptions) -> None:
@@ -209,7 +212,34 @@ class Supervisor:
             self.job.append_event(record)
         except OSError as exc:
             _message(f"cannot append to {self.job.events_file}: {exc.strerror}")
+        if self.alerter is not None and event is not Event.ALERT_FAILED:
+            self.alerter.notify(record)
         return record
+
+    def _start_alerter(self) -> None:
+        opts = self.opts
+        if not (opts.alert_cmd or opts.alert_webhooks or opts.ping_url):
+            return
+        from hbwrap.alerts import Alerter
+
+        self.alerter = Alerter(job=opts.name, alert_cmd=opts.alert_cmd, webhooks=list(opts.alert_webhooks),
+                               webhook_format=opts.webhook_format,
+                               alert_on=frozenset(opts.alert_on) if opts.alert_on is not None else None,
+                               ping_url=opts.ping_url, record=lambda fields: self.emit(Event.ALERT_FAILED, **fields),
+                               output_tail=self._output_tail)
+
+    def _output_tail(self, n: int) -> bytes:
+        """The last `n` bytes of this run's output (never the previous run's)."""
+        try:
+            with open(self.job.log_file, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                start = max(0, size - n)
+                if self.run_log_start is not None and self.run_log_start[0] == self.follower.generation:
+                    start = max(start, self.run_log_start[1])
+                f.seek(start)
+                return f.read(max(0, size - start))
+        except OSError:
+            return b""
 
     def state_doc(self) -> dict:
         child = self.child
@@ -295,6 +325,8 @@ class Supervisor:
             return
         ours = {self.child.keeper_pid} if self.child else set()
         ours |= self._own_children
+        if self.alerter is not None:
+            ours |= self.alerter.own_pids
         for pid in procs.zombie_children(1):
             if pid not in ours:
                 try:
@@ -399,6 +431,8 @@ class Supervisor:
             lock.release()
             if self.inotify is not None:
                 self.inotify.close()
+            if self.alerter is not None:
+                self.alerter.close(ALERT_CLOSE_WAIT_S)  # SPEC §9: up to 10 s for alerts still in flight
 
     def _orphan_state(self) -> dict | None:
         """The recorded state if it describes a run whose supervisor is gone (we hold the lock), else None."""
@@ -476,8 +510,10 @@ class Supervisor:
         self.run_started = self.clock()
         self.started_at = self.wall()
         gen, offset = log_position(self.job.log_file, self.job.index_file)
+        self.run_log_start = (gen, offset)
         self._follow_from(gen, offset)
         self.write_state()
+        self._start_alerter()
         self.emit(Event.RUN_START, command=list(self.opts.command), supervisor_pid=os.getpid())
         return _Step("launch")
 
@@ -519,6 +555,9 @@ class Supervisor:
         self._follow_from(*cursor)
         previous = state.get("supervisor_pid")
         self.write_state()  # claims the job: a hung predecessor that wakes up now sees a newer generation
+        self._start_alerter()
+        if self.alerter is not None:
+            self.alerter.replay([e for e in self.job.read_events() if e.get("run_id") == self.run_id])
 
         step = self._adopted_step(state, now)
         what = {"watch": "the command is still running", "ended": "the command ended while unwatched",
