@@ -249,7 +249,7 @@ def _file_option(value: str | None, option: str) -> str | None:
     return str(path)
 
 
-def build_run_options(*, command: list[str], name: str | None, state_dir: str | None, timeout=None, deadline=None,
+def build_run_options(*, command: list[str], name: str | None, state_dir: str | None = None, timeout=None, deadline=None,
                       response_timeout=None, progress_timeout=None, start_grace=None, progress_pattern=None,
                       checkpoint_file=None, heartbeat_file=None, probe=None, probe_interval=None,
                       probe_timeout=None, probe_failures=None, kill_signal=None, grace=None, restart=None,
