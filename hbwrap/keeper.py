@@ -26,7 +26,18 @@ from hbwrap.model import SCHEMA_VERSION
 from hbwrap.output import STDERR, STDOUT, LogWriter
 
 PTY_ROWS, PTY_COLS = 50, 500
+READ_SIZE = 1 << 20
+PIPE_SIZE = 1 << 20  # fewer context switches between the command and the keeper at high output rates
 SWEEP_INTERVAL_S = 0.02
+
+
+def _grow_pipe(fd: int) -> None:
+    import fcntl
+
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        pass  # over /proc/sys/fs/pipe-max-size for this user: the default size works too
 
 
 class Keeper:
@@ -60,6 +71,8 @@ class Keeper:
             return
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
+        for fd in (out_r, err_r):
+            _grow_pipe(fd)
         stdin = None if self.spec.get("stdin_inherit") else subprocess.DEVNULL
         try:
             proc = subprocess.Popen(command, stdin=stdin, stdout=out_w, stderr=err_w, cwd=self.spec["cwd"],
@@ -188,7 +201,7 @@ class Keeper:
         stream = self.streams[fd]
         for _ in range(64 if not drain else 1 << 30):
             try:
-                data = os.read(fd, 65536)
+                data = os.read(fd, READ_SIZE)
             except BlockingIOError:
                 return
             except OSError as exc:

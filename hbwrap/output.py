@@ -76,8 +76,13 @@ class LogWriter:
     def rotate(self) -> None:
         _write_all(self.idx_fd, b"R %d\n" % self.size)
         self.close()
-        os.replace(self.log_path, self.log_path.with_name(self.log_path.name + ".1"))
-        os.replace(self.idx_path, self.idx_path.with_name(self.idx_path.name + ".1"))
+        for path in (self.log_path, self.idx_path):
+            old = path.with_name(path.name + ".1")
+            try:
+                os.unlink(old)  # renaming over an existing file makes ext4 flush the data first: slow
+            except FileNotFoundError:
+                pass
+            os.replace(path, old)
         self.generation += 1
         self._open()
 
@@ -113,6 +118,7 @@ class LogFollower:
         self._idx_buf = b""
         self._switches: list[tuple[int, str]] = []  # (offset, stream) not yet passed
         self._rotated_at: int | None = None
+        self._last_idx_ino: int | None = None
         self.stream = STDOUT
         self.skipped_generations = 0
 
@@ -137,6 +143,11 @@ class LogFollower:
             os.close(log_fd)
             return False
         gen = int(head[2:head.index(b"\n")])
+        if gen < self.generation and os.fstat(idx_fd).st_ino == self._last_idx_ino:
+            # the log we just finished, not yet renamed away by the keeper's rotation: wait for the new one
+            os.close(idx_fd)
+            os.close(log_fd)
+            return False
         if gen != self.generation:
             if gen < self.generation:  # an older log than we expect: a foreign or reset state dir
                 self.generation = gen
@@ -145,6 +156,7 @@ class LogFollower:
                 self.generation = gen
             self.offset = 0
         self.idx_fd, self.log_fd = idx_fd, log_fd
+        self._last_idx_ino = os.fstat(idx_fd).st_ino
         self._idx_buf, self._switches, self._rotated_at = b"", [], None
         self._idx_pos = 0
         self.stream = STDOUT
@@ -221,9 +233,10 @@ def required_literal(pattern: re.Pattern[str]) -> bytes | None:
     except Exception:
         return None
     best = ""
+    folded = False  # an inline (?i:...) anywhere: a literal could match in another case
 
     def walk(items) -> None:
-        nonlocal best
+        nonlocal best, folded
         run = ""
         for op, arg in items:
             if op is LITERAL:
@@ -233,11 +246,15 @@ def required_literal(pattern: re.Pattern[str]) -> bytes | None:
                 best = run
             run = ""
             if op is SUBPATTERN:
+                if arg[1] & re.IGNORECASE:
+                    folded = True
                 walk(arg[-1])
         if len(run) > len(best):
             best = run
 
     walk(parsed)
+    if folded or re.IGNORECASE & parsed.state.flags:
+        return None
     return best.encode() if len(best) >= 2 else None
 
 
@@ -253,6 +270,8 @@ class MarkerScanner:
         self.progress, self.fatal = progress, fatal
         literals = [required_literal(p) for p in (*progress, *fatal)]
         self.literals = None if any(lit is None for lit in literals) else sorted(set(literals))
+        # one compiled search for all literals beats bytes.find per literal on large chunks
+        self._finder = re.compile(b"|".join(re.escape(lit) for lit in self.literals)) if self.literals else None
         self._carry = bytearray()
         self._carry_full = False
 
@@ -295,11 +314,9 @@ class MarkerScanner:
                 self._match_line(line[:LINE_CAP], found)
             return
         starts = set()
-        for lit in self.literals:
-            pos = data.find(lit, start, end)
-            while pos >= 0:
-                starts.add(data.rfind(b"\n", start, pos) + 1 if pos > start else start)
-                pos = data.find(lit, pos + len(lit), end)
+        for m in self._finder.finditer(data, start, end):
+            pos = m.start()
+            starts.add(data.rfind(b"\n", start, pos) + 1 if pos > start else start)
         for line_start in sorted(starts):
             line_start = max(line_start, start)
             line_end = data.find(b"\n", line_start, end + 1)

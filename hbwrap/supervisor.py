@@ -77,6 +77,7 @@ class _Step:
     stop_reason: StallReason | None = None
     stop_started: float | None = None
     stopping: bool = False
+    baseline: tuple | None = None  # (heartbeat mtime, checkpoint content) from before the command started
 
 
 def _message(text: str) -> None:
@@ -798,18 +799,20 @@ class Supervisor:
                 _message(f"inotify unavailable ({exc.strerror or exc}); checking files every {POLL_FALLBACK_S}s")
 
     def _run_attempt(self) -> AttemptEnd:
+        baseline = (_mtime(self.heartbeat_path), _last_nonempty_line(self.checkpoint_path)[0])
         launched = self._launch()
         if isinstance(launched, AttemptEnd):
             return launched
         self.child = launched
         self.emit(Event.ATTEMPT_START, child_pid=launched.pid, resume_from=self._resume_value())
         now = self.clock()
-        return self._watch(_Step("watch", child=launched, clocks=policy.Clocks(self.run_started, now, now, now)))
+        return self._watch(_Step("watch", child=launched, clocks=policy.Clocks(self.run_started, now, now, now),
+                                 baseline=baseline))
 
     def _watch(self, step: _Step) -> AttemptEnd:
         self.child = step.child
         self.status = Status.RUNNING
-        attempt = _AttemptWatch(self, step.child, step.clocks)
+        attempt = _AttemptWatch(self, step.child, step.clocks, step.baseline)
         if step.stopping:
             attempt.resume_stop(step.stop_reason, step.stop_started)
         self.write_state()
@@ -876,7 +879,7 @@ class Supervisor:
 class _AttemptWatch:
     """The loop of one attempt: blocks until output, a file change, a probe, the keeper's exit or a deadline."""
 
-    def __init__(self, sup: Supervisor, child: _Child, clocks: policy.Clocks):
+    def __init__(self, sup: Supervisor, child: _Child, clocks: policy.Clocks, baseline: tuple | None = None):
         self.sup, self.child = sup, child
         now = sup.clock()
         self.clocks = clocks
@@ -885,8 +888,9 @@ class _AttemptWatch:
         self.sigkill_noted = False
         self.forced = False
         self.fatal_line: str | None = None
-        self.heartbeat_mtime = _mtime(sup.heartbeat_path)
-        self.checkpoint_content, _ = _last_nonempty_line(sup.checkpoint_path)
+        if baseline is None:  # adopted: what the files hold now is what the previous supervisor had seen
+            baseline = (_mtime(sup.heartbeat_path), _last_nonempty_line(sup.checkpoint_path)[0])
+        self.heartbeat_mtime, self.checkpoint_content = baseline
         self.pending_checkpoint: str | None = None
         self.last_checkpoint_event = -1e9
         self.probe: subprocess.Popen | None = None
