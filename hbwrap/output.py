@@ -468,7 +468,7 @@ class StatusLine:
         if not self.at_line_start or now - self.drawn_at < self.MIN_REDRAW_S and self.shown:
             return
         try:
-            width = os.get_terminal_size(self.fd).columns
+            width = os.get_terminal_size(self.fd).columns or 80  # 0: a pty nobody sized
         except OSError:
             width = 80
         self.frame = (self.frame + 1) % len(self.FRAMES)

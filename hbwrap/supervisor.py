@@ -651,7 +651,7 @@ class Supervisor:
         elif end.lost:
             self.emit(Event.EXIT, reason="unknown", detail="the keeper process died; exit status unknown")
         elif end.signal is not None:
-            self.emit(Event.EXIT, signal=signal_name(end.signal), exit_code=128 + end.signal)
+            self.emit(Event.EXIT, signal=signal_name(end.signal))
         else:
             self.emit(Event.EXIT, exit_code=end.exit_code)
         self.exit_recorded = self.attempt

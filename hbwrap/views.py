@@ -118,7 +118,8 @@ def sort_rows(rows: list[dict]) -> list[dict]:
 def status_cells(row: dict, now: float) -> tuple[str, ...]:
     attempt = "-"
     if row.get("attempt"):
-        attempt = f"{row['attempt']}" + (f" ({row['restarts']} restarts)" if row.get("restarts") else "")
+        restarts = row.get("restarts") or 0
+        attempt = f"{row['attempt']}" + (f" ({restarts} restart{'s' if restarts > 1 else ''})" if restarts else "")
     active = row.get("status") in {s.value for s in ACTIVE_STATUSES} | {Status.ORPHANED.value}
     started = parse_iso(row.get("started_at"))
     uptime = _span(max(0.0, now - started)) if active and started else "-"
@@ -145,9 +146,9 @@ def status_table(rows: list[dict], now: float | None = None):
 
     now = time.time() if now is None else now
     table = Table(box=None, header_style="bold", pad_edge=False)
-    body = [[c.replace(" ago", "") for c in status_cells(row, now)] for row in sort_rows(rows)]
+    body = [list(status_cells(row, now)) for row in sort_rows(rows)]
     for i, col in enumerate(COLUMNS):
-        header = col.replace("LAST ", "")
+        header = col
         natural = max([len(header)] + [len(r[i]) for r in body])
         squeezable = col in ("CHECKPOINT", "NEXT DEADLINE", "JOB")
         table.add_column(header, no_wrap=True, overflow="ellipsis",

@@ -64,10 +64,10 @@ def test_status_table_layout_at_a_fixed_width():
     console.print(views.status_table(rows, now=now))
     lines = [line.rstrip() for line in console.export_text().splitlines()]
     assert lines == [
-        "JOB      STATUS     ATTEMPT         PID   UPTIME  OUTPUT  PROGRESS  CHECKPOINT  NEXT DEADLINE",
-        "scraper  running    2 (1 restarts)  4242  2m05s   3s      40s       page-42     response in 20s",
-        "poster   escalated  4 (3 restarts)  -     -       1h01m   -         -           -",
-        "nightly  succeeded  1               -     -       10m00s  -         -           -",
+        "JOB      STATUS     ATTEMPT         PID   UPTIME  LAST OUTPUT  LAST PROGRESS  CHECKPOINT  NEXT DEADLINE",
+        "scraper  running    2 (1 restart)   4242  2m05s   3s ago       40s ago        page-42     response in 20s",
+        "poster   escalated  4 (3 restarts)  -     -       1h01m ago    -              -           -",
+        "nightly  succeeded  1               -     -       10m00s ago   -              -           -",
     ], "\n".join(lines)
     plain = views.status_text(rows, now=now).splitlines()
     assert plain[0].split() == ["JOB", "STATUS", "ATTEMPT", "PID", "UPTIME", "LAST", "OUTPUT", "LAST", "PROGRESS",
