@@ -27,6 +27,7 @@ from hbwrap.output import STDERR, STDOUT, LogWriter
 
 PTY_ROWS, PTY_COLS = 50, 500
 READ_SIZE = 1 << 20
+CURSOR_STALE_S = 10.0
 PIPE_SIZE = 1 << 20  # fewer context switches between the command and the keeper at high output rates
 SWEEP_INTERVAL_S = 0.02
 
@@ -104,6 +105,22 @@ class Keeper:
         self.streams = {proc.fd: STDOUT}
         self._pty_keepalive = proc  # owns the master fd
 
+    def _reader_caught_up(self, generation: int) -> bool:
+        """May the log rotate now? Rotating deletes generation-1: only once the supervisor has reached it.
+
+        The supervisor's read position is in the job's `cursor` file. With no supervisor reading this run
+        (another run id, or a cursor untouched for CURSOR_STALE_S: dead or hung), rotation goes ahead.
+        """
+        try:
+            st = os.stat(self.job.cursor_file)
+            parts = self.job.cursor_file.read_bytes().split()
+            run_id, reader_gen = parts[0].decode(), int(parts[3] if len(parts) > 3 else parts[1])
+        except (OSError, ValueError, IndexError, UnicodeDecodeError):
+            return True
+        if run_id != self.spec["run_id"] or time.time() - st.st_mtime > CURSOR_STALE_S:
+            return True
+        return reader_gen >= generation - 1  # rotating deletes generation - 1
+
     def _handshake(self, line: str) -> None:
         try:
             os.write(self.handshake_fd, line.encode())
@@ -126,7 +143,8 @@ class Keeper:
         signal.signal(signal.SIGCHLD, lambda *_: None)
         for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
             signal.signal(sig, signal.SIG_IGN)
-        writer = LogWriter(self.job.log_file, self.job.index_file, int(self.spec["log_max_size"]))
+        writer = LogWriter(self.job.log_file, self.job.index_file, int(self.spec["log_max_size"]),
+                           may_rotate=self._reader_caught_up)
         try:
             self._spawn()
         except OSError as exc:

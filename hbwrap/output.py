@@ -50,8 +50,12 @@ def read_generation(idx_path: Path) -> int | None:
 class LogWriter:
     """The keeper's side: append output, note stream switches first, rotate beyond `max_size`."""
 
-    def __init__(self, log_path: Path, idx_path: Path, max_size: int):
+    # while the reader lags, rotation (which deletes the older log) waits, until the log is this big
+    LAG_FACTOR, LAG_EXTRA = 4, 16 * 1024 * 1024
+
+    def __init__(self, log_path: Path, idx_path: Path, max_size: int, may_rotate=None):
         self.log_path, self.idx_path, self.max_size = log_path, idx_path, max_size
+        self.may_rotate = may_rotate  # callable(generation) -> bool: has the reader moved on far enough?
         self.generation = read_generation(idx_path)
         self._open()
 
@@ -65,7 +69,9 @@ class LogWriter:
         self.stream: str | None = None
 
     def write(self, stream: str, data: bytes) -> None:
-        if self.size and self.size + len(data) > self.max_size:
+        if self.size and self.size + len(data) > self.max_size and (
+                self.may_rotate is None or self.size >= self.max_size * self.LAG_FACTOR + self.LAG_EXTRA
+                or self.may_rotate(self.generation)):
             self.rotate()
         if stream != self.stream:
             _write_all(self.idx_fd, b"%s %d\n" % (stream.encode(), self.size))
@@ -76,13 +82,16 @@ class LogWriter:
     def rotate(self) -> None:
         _write_all(self.idx_fd, b"R %d\n" % self.size)
         self.close()
-        for path in (self.log_path, self.idx_path):
-            old = path.with_name(path.name + ".1")
+        # Order matters to a reader: both old files go first (renaming over an existing file would also make
+        # ext4 flush the data first: slow), so that any index/log pair a reader finds at one pair of paths is
+        # always of one generation.
+        for path in (self.idx_path, self.log_path):
             try:
-                os.unlink(old)  # renaming over an existing file makes ext4 flush the data first: slow
+                os.unlink(path.with_name(path.name + ".1"))
             except FileNotFoundError:
                 pass
-            os.replace(path, old)
+        for path in (self.idx_path, self.log_path):
+            os.replace(path, path.with_name(path.name + ".1"))
         self.generation += 1
         self._open()
 
@@ -119,30 +128,54 @@ class LogFollower:
         self._switches: list[tuple[int, str]] = []  # (offset, stream) not yet passed
         self._rotated_at: int | None = None
         self._last_idx_ino: int | None = None
+        self._finished: tuple[int, int] | None = None
         self.stream = STDOUT
         self.skipped_generations = 0
 
-    def _try_open(self) -> bool:
+    def _open_pair(self, idx_path: Path, log_path: Path) -> tuple[int, int, int] | None:
+        """(generation, idx fd, log fd) of a consistent index/log pair at these paths, or None."""
         try:
-            idx_fd = os.open(self.idx_path, os.O_RDONLY | os.O_CLOEXEC)
+            idx_fd = os.open(idx_path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            return False
+            return None
         try:
-            log_fd = os.open(self.log_path, os.O_RDONLY | os.O_CLOEXEC)
+            log_fd = os.open(log_path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             os.close(idx_fd)
-            return False
-        try:
-            same = (os.fstat(idx_fd).st_ino == os.stat(self.idx_path).st_ino
-                    and os.fstat(log_fd).st_ino == os.stat(self.log_path).st_ino)
+            return None
+        try:  # both still at their paths: no rotation renamed one of them in between
+            same = (os.fstat(idx_fd).st_ino == os.stat(idx_path).st_ino
+                    and os.fstat(log_fd).st_ino == os.stat(log_path).st_ino)
         except FileNotFoundError:
             same = False
         head = os.pread(idx_fd, 64, 0)
         if not same or not head.startswith(b"G ") or b"\n" not in head:
             os.close(idx_fd)
             os.close(log_fd)
+            return None
+        return int(head[2:head.index(b"\n")]), idx_fd, log_fd
+
+    def _try_open(self) -> bool:
+        """Open the expected generation: the current log, or the rotated one if the keeper rotated past it."""
+        rotated = (self.idx_path.with_name(self.idx_path.name + ".1"), self.log_path.with_name(self.log_path.name + ".1"))
+        current = self._open_pair(self.idx_path, self.log_path)
+        if current is not None and current[0] > self.generation:
+            # the keeper rotated past the generation we want: it is the rotated log, unless that is gone too
+            older = self._open_pair(*rotated)
+            if older is None:  # mid-rotation (or gone): look again at the next change
+                os.close(current[1])
+                os.close(current[2])
+                return False
+            if older[0] >= self.generation:
+                os.close(current[1])
+                os.close(current[2])
+                current = older
+            else:
+                os.close(older[1])
+                os.close(older[2])
+        if current is None:
             return False
-        gen = int(head[2:head.index(b"\n")])
+        gen, idx_fd, log_fd = current
         if gen < self.generation and os.fstat(idx_fd).st_ino == self._last_idx_ino:
             # the log we just finished, not yet renamed away by the keeper's rotation: wait for the new one
             os.close(idx_fd)
@@ -151,7 +184,7 @@ class LogFollower:
         if gen != self.generation:
             if gen < self.generation:  # an older log than we expect: a foreign or reset state dir
                 self.generation = gen
-            else:
+            else:  # the reader fell more than a whole log behind: those bytes are gone
                 self.skipped_generations += gen - self.generation
                 self.generation = gen
             self.offset = 0
@@ -210,6 +243,7 @@ class LogFollower:
                 budget -= len(data)
                 continue
             if self._rotated_at is not None and self.offset >= self._rotated_at:
+                self._finished = (self.generation, self.offset)
                 self.close()
                 self.generation += 1
                 self.offset = 0
@@ -218,7 +252,21 @@ class LogFollower:
         return pieces
 
     @property
+    def held_generation(self) -> int:
+        """The oldest generation this reader still needs on disk, minus one unless it holds it open.
+
+        The keeper may delete generation D (by rotating) only while this is >= D.
+        """
+        if self.log_fd is not None:
+            return self.generation
+        return self.generation - 1
+
+    @property
     def position(self) -> tuple[int, int]:
+        """(generation, offset) read so far. Between finishing one generation and opening the next, it is
+        the end of the finished one: the keeper must not delete the next before we hold it open."""
+        if self.log_fd is None and self._finished is not None:
+            return self._finished
         return self.generation, self.offset
 
 

@@ -292,7 +292,8 @@ class Supervisor:
         try:
             fd = os.open(self.job.cursor_file, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
-                os.pwrite(fd, b"%s %020d %020d\n" % (self.run_id.encode(), gen, offset), 0)
+                os.pwrite(fd, b"%s %020d %020d %020d\n" % (self.run_id.encode(), gen, offset,
+                                                           self.follower.held_generation), 0)
             finally:
                 os.close(fd)
         except OSError:
@@ -301,7 +302,7 @@ class Supervisor:
     def read_cursor(self) -> tuple[int, int] | None:
         try:
             parts = self.job.cursor_file.read_bytes().split()
-            if len(parts) == 3 and parts[0].decode() == self.run_id:
+            if len(parts) >= 3 and parts[0].decode() == self.run_id:
                 return int(parts[1]), int(parts[2])
         except (OSError, ValueError, UnicodeDecodeError):
             pass
@@ -900,6 +901,7 @@ class _AttemptWatch:
         opts = sup.opts
         self.next_probe_at = now + opts.start_grace_s + opts.probe_interval_s if opts.probe else None
         self.more_output = False
+        self.skipped_noted = sup.follower.skipped_generations
         self.next_status_at = now
 
     def resume_stop(self, reason: StallReason | None, started: float | None) -> None:
@@ -1031,6 +1033,11 @@ class _AttemptWatch:
                 for kind, value in sup.scanners[stream].feed(data):
                     self._marker(kind, value, now)
         self.more_output = got >= budget
+        if sup.follower.skipped_generations != self.skipped_noted:
+            lost = sup.follower.skipped_generations - self.skipped_noted
+            self.skipped_noted = sup.follower.skipped_generations
+            sup.say(f"output passthrough fell behind the log rotation: {lost} rotated log(s) of output were "
+                    f"gone before they could be read (raise --log-max-size)")
         if got:
             sup.save_cursor()
             self.clocks.last_life = now
