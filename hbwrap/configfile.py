@@ -5,7 +5,6 @@ import difflib
 import json
 import os
 import re
-import tempfile
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -826,20 +825,9 @@ def write_starter(path: Path | str, force: bool = False) -> None:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(STARTER_CONFIG)
             return
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                os.fchmod(f.fileno(), CONFIG_MODE)
-                f.write(STARTER_CONFIG)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        from hbwrap.jobstore import write_atomic
+
+        write_atomic(path, STARTER_CONFIG.encode("utf-8"), mode=CONFIG_MODE)
     except FileExistsError:
         raise ConfigError(f"{path}: already exists (use --force to overwrite it)") from None
     except OSError as exc:

@@ -37,20 +37,35 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + os.urandom(3).hex()
 
 
-def write_json_atomic(path: Path, data: dict, fsync: bool = True) -> None:
-    """Replace `path` with `data` so that a reader sees the old or the new record, never a mix."""
+def write_atomic(path: Path, payload: bytes, mode: int = FILE_MODE, fsync: bool = True) -> None:
+    """Replace `path` with `payload` so that a reader sees the old or the new content, never a mix.
+
+    The temporary file is in the same directory, named `.NAME.PID.tmp` (hidden, and not matching a
+    collector's `*.prom`), and removed if anything fails.
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    payload = (json.dumps(data, sort_keys=True) + "\n").encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
-        view = memoryview(payload)
-        while view:
-            view = view[os.write(fd, view):]
-        if fsync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            os.fchmod(fd, mode)
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view):]
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_json_atomic(path: Path, data: dict, fsync: bool = True) -> None:
+    write_atomic(path, (json.dumps(data, sort_keys=True) + "\n").encode(), fsync=fsync)
 
 
 def read_json(path: Path) -> dict | None:
@@ -189,13 +204,7 @@ def write_checkpoint(value: str) -> None:
 
         raise UsageError("checkpoint: the value must be a single line")
     try:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
-        try:
-            os.write(fd, value.encode("utf-8", "surrogateescape") + b"\n")
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_atomic(path, value.encode("utf-8", "surrogateescape") + b"\n", fsync=False)
     except OSError as exc:
         raise StateError(f"cannot write checkpoint file {path}: {exc.strerror}") from None
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
@@ -148,28 +147,10 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
     The temporary file lives in the same directory and does not end in `.prom`, so the textfile
     collector never reads it.
     """
+    from hbwrap.jobstore import write_atomic as replace_file
+
     path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        replace_file(path, text.encode("utf-8"), mode=METRICS_MODE)
     except OSError as exc:
         raise HbwrapError(f"cannot write metrics to {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            os.fchmod(f.fileno(), METRICS_MODE)
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        _unlink(tmp)
-        raise HbwrapError(f"cannot write metrics to {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        _unlink(tmp)
-        raise
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

@@ -35,9 +35,8 @@ def alive(pid: int) -> bool:
     return start_time(pid) is not None
 
 
-def parent_map() -> dict[int, int]:
-    """pid -> ppid for every live (non-zombie) process."""
-    result = {}
+def _stats():
+    """(pid, state, ppid) of every process in /proc."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -45,11 +44,14 @@ def parent_map() -> dict[int, int]:
             with open(f"/proc/{entry}/stat", "rb") as f:
                 data = f.read()
             fields = data[data.rindex(b")") + 2:].split()
-        except (OSError, ValueError):
+            yield int(entry), fields[0], int(fields[1])
+        except (OSError, ValueError, IndexError):
             continue
-        if fields and fields[0] != b"Z":
-            result[int(entry)] = int(fields[1])
-    return result
+
+
+def parent_map() -> dict[int, int]:
+    """pid -> ppid for every live (non-zombie) process."""
+    return {pid: ppid for pid, state, ppid in _stats() if state != b"Z"}
 
 
 def descendants(root: int) -> list[int]:
@@ -174,16 +176,15 @@ def is_command(pid: int | None, recorded_start: int | None, run_id: str) -> bool
 
 def zombie_children(ppid: int) -> list[int]:
     """Children of `ppid` that have exited and wait to be reaped."""
+    return [pid for pid, state, parent in _stats() if state == b"Z" and parent == ppid]
+
+
+def find_by_argv(*needles: bytes) -> list[int]:
+    """Live processes whose argv holds every one of `needles` as a whole argument."""
     found = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                data = f.read()
-            fields = data[data.rindex(b")") + 2:].split()
-        except (OSError, ValueError):
-            continue
-        if fields and fields[0] == b"Z" and int(fields[1]) == ppid:
-            found.append(int(entry))
+        if entry.isdigit():
+            argv = cmdline(int(entry))
+            if all(n in argv for n in needles) and alive(int(entry)):
+                found.append(int(entry))
     return found

@@ -126,19 +126,7 @@ def _mtime(path: Path) -> int | None:
 
 def _keeper_processes(job_path: Path) -> list[int]:
     """Pids of keeper processes of this job dir that are alive now (found by their command line)."""
-    found = []
-    target = os.fsencode(str(job_path))
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if b"hbwrap.keeper" in argv and target in argv and procs.alive(int(entry)):
-            found.append(int(entry))
-    return found
+    return procs.find_by_argv(b"hbwrap.keeper", os.fsencode(str(job_path)))
 
 
 class Supervisor:
