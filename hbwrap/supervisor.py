@@ -1070,7 +1070,8 @@ class _AttemptWatch:
                 sup._state_dirty = True
         if changed is None or (str(cp.parent), cp.name) in changed:
             content, line = _last_nonempty_line(cp)
-            if content is not None and content != self.checkpoint_content:
+            # an empty file is the middle of a rewrite (open with truncation, then write): not a change yet
+            if content and content != self.checkpoint_content:
                 self.checkpoint_content = content
                 self._progress(line, now)
 
