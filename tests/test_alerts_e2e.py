@@ -1,0 +1,57 @@
+"""Alerts end to end through `hbwrap run`: a real loopback webhook and ping server, the CLI's options."""
+import json
+import os
+import time
+import urllib.parse
+
+from test_alerts import Server, free_port
+
+
+def test_stall_and_recovery_reach_the_webhook_and_pings_follow_the_protocol(hb):
+    hook, ping = Server(), Server()
+    try:
+        count = hb.path("count")
+        secret_hook = hook.url("/services/T000/B000/s3cr3tT0ken42")
+        r = hb.run("run", "--name", "e2e", "--response-timeout", "0.7s", "--grace", "0.3s", "--backoff", "0.1s",
+                   "--alert-webhook", secret_hook, "--webhook-format", "slack", "--ping-url", ping.url("/ping/abc"),
+                   "--", *hb.agent("count:" + count, "cp:page-42", "hangfirst:1", "print:done", "exit:0"))
+        assert r.returncode == 0, r
+        hook_bodies = [json.loads(x["body"]) for x in hook.got(2)]
+        texts = [b["text"] for b in hook_bodies]
+        assert any("stall" in t and "e2e" in t for t in texts), texts
+        assert any("recovered" in t and "page-42" in t for t in texts), texts
+        paths = [urllib.parse.urlsplit(x["path"]) for x in ping.got(3)]
+        assert [p.path for p in paths][:1] == ["/ping/abc/start"]
+        assert "/ping/abc/log" in [p.path for p in paths]          # the stall
+        assert [p.path for p in paths][-1] == "/ping/abc"            # success
+        rids = {urllib.parse.parse_qs(p.query)["rid"][0] for p in paths}
+        assert len(rids) == 1
+        assert b"done" in ping.requests[-1]["body"]                # the output tail
+        everything = r.err + hb.run("events", "e2e", "--json").out + hb.run("status", "--json").out
+        assert "s3cr3tT0ken42" not in everything
+    finally:
+        hook.stop()
+        ping.stop()
+
+
+def test_a_dead_webhook_never_changes_the_result_and_is_recorded_masked(hb):
+    port = free_port()
+    started = time.monotonic()
+    r = hb.run("run", "--name", "dead", "--alert-webhook", f"http://127.0.0.1:{port}/hooks/tok3nS3cretValue",
+               "--alert-on", "all", "--", "sh", "-c", "exit 3")
+    assert r.returncode == 3, r
+    assert time.monotonic() - started < 15, "hbwrap waits at most 10 s for alerts in flight"
+    failed = [e for e in hb.events("dead") if e["event"] == "alert_failed"]
+    assert failed, "a refused webhook must be logged as alert_failed"
+    assert all("tok3nS3cretValue" not in json.dumps(e) for e in failed)
+
+
+def test_alert_cmd_gets_the_event_in_its_environment_never_in_its_text(hb):
+    out, marker = hb.path("alert.env"), hb.path("pwned")
+    r = hb.run("run", "--name", "cmd", "--response-timeout", "0.5s", "--grace", "0.2s", "--restart", "never",
+               "--alert-cmd", f'printf "%s|%s|%s" "$HBWRAP_EVENT" "$HBWRAP_REASON" "$HBWRAP_CHECKPOINT" >> {out}',
+               "--", *hb.agent(f"cp:$(touch {marker})", "hang"))
+    assert r.returncode == 124, r
+    text = open(out).read()
+    assert f"stall|response|$(touch {marker})" in text, text
+    assert not os.path.exists(marker)
