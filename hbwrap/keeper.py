@@ -10,7 +10,6 @@ start times, exit status) and exits once no process of the attempt remains.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import select
 import shutil

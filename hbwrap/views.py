@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import sys
 import time
 
 from hbwrap import procs
-from hbwrap.errors import StateError, UnknownJob
-from hbwrap.jobstore import JobDir, StateDir, iso, iter_events, parse_iso
+from hbwrap.errors import StateError
+from hbwrap.jobstore import JobDir, StateDir, iter_events, parse_iso
 from hbwrap.model import ACTIVE_STATUSES, Status
 from hbwrap.output import LogFollower, log_position, tail_bytes
 

@@ -4,13 +4,11 @@ import os
 import re
 import shutil
 import subprocess
-import sys
-import time
 
 import pexpect
 import pytest
 
-from conftest import AGENT, alive, hbwrap_bin, read_pid, wait_until
+from conftest import wait_until
 from hbwrap import views
 
 ANSI = re.compile(rb"\x1b\[[0-9;]*[A-Za-z]")
@@ -48,7 +46,7 @@ def test_status_table_layout_at_a_fixed_width():
     from rich.console import Console
 
     now = 1_800_000_000.0
-    iso = lambda t: views.iso(t)  # noqa: E731
+    from hbwrap.jobstore import iso
     rows = [
         {"name": "nightly", "status": "succeeded", "attempt": 1, "restarts": 0, "child_pid": None,
          "started_at": iso(now - 900), "last_output_at": iso(now - 600), "last_progress_at": None,
