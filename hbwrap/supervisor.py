@@ -170,6 +170,7 @@ class Supervisor:
         self.inotify = None
         self.wake_r = self.wake_w = -1
         self.alerter = None
+        self._cursor_fd: int | None = None
         self.run_log_start: tuple[int, int] | None = None
         self._own_children: set[int] = set()  # probes: reaped by their Popen, never by reap_strays
 
@@ -275,15 +276,17 @@ class Supervisor:
         self._state_written_at = self.clock()
 
     def save_cursor(self) -> None:
-        """Where passthrough has read the log up to, so a takeover neither repeats nor skips output."""
+        """Where passthrough has read the log up to, so a takeover neither repeats nor skips output.
+
+        One pwrite of a fixed-width line into a descriptor kept open for the run (this is on the output
+        path); the keeper reads the held generation from it before rotating the log.
+        """
         gen, offset = self.follower.position
         try:
-            fd = os.open(self.job.cursor_file, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                os.pwrite(fd, b"%s %020d %020d %020d\n" % (self.run_id.encode(), gen, offset,
-                                                           self.follower.held_generation), 0)
-            finally:
-                os.close(fd)
+            if self._cursor_fd is None:
+                self._cursor_fd = os.open(self.job.cursor_file, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            os.pwrite(self._cursor_fd, b"%s %020d %020d %020d\n" % (self.run_id.encode(), gen, offset,
+                                                                    self.follower.held_generation), 0)
         except OSError:
             pass
 
@@ -421,6 +424,8 @@ class Supervisor:
             lock.release()
             if self.inotify is not None:
                 self.inotify.close()
+            if self._cursor_fd is not None:
+                os.close(self._cursor_fd)
             if self.alerter is not None:
                 self.alerter.close(ALERT_CLOSE_WAIT_S)  # SPEC §9: up to 10 s for alerts still in flight
 
