@@ -188,3 +188,24 @@ def find_by_argv(*needles: bytes) -> list[int]:
             if all(n in argv for n in needles) and alive(int(entry)):
                 found.append(int(entry))
     return found
+
+
+def find_by_environ(pairs: dict[str, str], exclude: set[int] = frozenset()) -> list[int]:
+    """Live processes whose environment holds every KEY=VALUE of `pairs` (same user only).
+
+    hbwrap gives each attempt's command a unique HBWRAP_RUN_ID and HBWRAP_ATTEMPT, which its descendants
+    inherit: when the keeper is gone, this is how the attempt's processes are still found.
+    """
+    wanted = [f"{k}={v}".encode() for k, v in pairs.items()]
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in exclude:
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        if all(w in env for w in wanted) and alive(int(entry)):
+            found.append(int(entry))
+    return found

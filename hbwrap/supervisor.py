@@ -617,6 +617,20 @@ class Supervisor:
             return AttemptEnd(lost=True, stall=stall, fatal=fatal)
         return AttemptEnd(exit_code=code, signal=sig, stall=stall, fatal=fatal)
 
+    def _attempt_environ(self) -> dict[str, str]:
+        return {"HBWRAP_RUN_ID": self.run_id, "HBWRAP_ATTEMPT": str(self.attempt),
+                "HBWRAP_HEARTBEAT_FILE": str(self.heartbeat_path)}
+
+    def _kill_attempt_processes(self, why: str) -> bool:
+        """SIGKILL every process of this attempt found by its environment (keeper gone); True if any."""
+        exclude = {os.getpid()} | self._own_children | (self.alerter.own_pids if self.alerter else set())
+        pids = procs.find_by_environ(self._attempt_environ(), exclude)
+        for pid in pids:
+            procs.kill_quietly(pid, signal.SIGKILL)
+        if pids:
+            self.emit(Event.KILL, signal="SIGKILL", pid=min(pids), reason=why)
+        return bool(pids)
+
     def _stop_unkept(self, child: _Child) -> None:
         """Stop a command group whose keeper is gone: kill signal, grace, SIGKILL.
 
@@ -634,6 +648,7 @@ class Supervisor:
         if procs.group_members(child.pid):
             procs.killpg_quietly(child.pid, signal.SIGKILL)
             self.emit(Event.KILL, signal="SIGKILL", pid=child.pid, reason="keeper lost")
+        self._kill_attempt_processes("keeper lost: escaped processes")  # what left the group (setsid)
 
     def _record_exit(self, end: AttemptEnd) -> None:
         """The `exit` event of an attempt that ended while nobody watched (unless its supervisor wrote it)."""
@@ -752,6 +767,13 @@ class Supervisor:
         if parts[0] != "ok" or len(parts) < 3:
             keeper.kill()
             keeper.wait()
+            if procs.find_by_environ(self._attempt_environ(), {os.getpid()}):
+                self.emit(Event.ATTEMPT_START, resume_from=self._resume_value(), detail="keeper lost while starting")
+            if self._kill_attempt_processes("keeper lost before it reported"):
+                # the keeper started the command, then died before it could say so
+                self.say("the keeper process died while starting the command; stopped what it had started")
+                self._record_exit(AttemptEnd(lost=True))
+                return AttemptEnd(lost=True)
             try:
                 tail = (self.job.path / "keeper.err").read_bytes()[-400:].decode(errors="replace").strip()
             except OSError:
