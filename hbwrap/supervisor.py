@@ -1208,6 +1208,10 @@ class _AttemptWatch:
             record = {}
         if record.get("child_pid") != child.pid:
             record = {}  # the keeper vanished before writing its record: the exit status is unknown
+        if record.get("sigkill_at") and not self.sigkill_noted:
+            # the keeper's SIGKILL and its exit fell in the same wake-up: record the kill all the same
+            self.sigkill_noted = True
+            sup.emit(Event.KILL, signal="SIGKILL", pid=child.pid)
         end = sup._end_from_record(record, child, self.stall)
         sup._record_exit(end)
         if sup.signals:
