@@ -138,21 +138,21 @@ def restore_default_signals(ignored: list[int] | tuple[int, ...] = ()) -> None:
             pass
 
 
-def cmdline(pid: int) -> list[bytes]:
+def _nul_list(pid: int, name: str) -> list[bytes]:
+    """/proc/PID/cmdline or /proc/PID/environ as its NUL-separated items ([] if unreadable)."""
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
+        with open(f"/proc/{pid}/{name}", "rb") as f:
             return f.read().split(b"\0")
     except OSError:
         return []
 
 
+def cmdline(pid: int) -> list[bytes]:
+    return _nul_list(pid, "cmdline")
+
+
 def environ_has(pid: int, key: str, value: str) -> bool:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            env = f.read().split(b"\0")
-    except OSError:
-        return False
-    return f"{key}={value}".encode() in env
+    return f"{key}={value}".encode() in _nul_list(pid, "environ")
 
 
 def is_keeper(pid: int | None, recorded_start: int | None, job_path: str) -> bool:
@@ -179,33 +179,26 @@ def zombie_children(ppid: int) -> list[int]:
     return [pid for pid, state, parent in _stats() if state == b"Z" and parent == ppid]
 
 
-def find_by_argv(*needles: bytes) -> list[int]:
-    """Live processes whose argv holds every one of `needles` as a whole argument."""
+def _find(name: str, needles: list[bytes], exclude=frozenset()) -> list[int]:
+    """Live processes whose /proc/PID/<name> holds every one of `needles` as a whole item."""
     found = []
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            argv = cmdline(int(entry))
-            if all(n in argv for n in needles) and alive(int(entry)):
+        if entry.isdigit() and int(entry) not in exclude:
+            items = _nul_list(int(entry), name)
+            if items and all(n in items for n in needles) and alive(int(entry)):
                 found.append(int(entry))
     return found
 
 
-def find_by_environ(pairs: dict[str, str], exclude: set[int] = frozenset()) -> list[int]:
+def find_by_argv(*needles: bytes) -> list[int]:
+    """Live processes whose argv holds every one of `needles` as a whole argument."""
+    return _find("cmdline", list(needles))
+
+
+def find_by_environ(pairs: dict[str, str], exclude=frozenset()) -> list[int]:
     """Live processes whose environment holds every KEY=VALUE of `pairs` (same user only).
 
     hbwrap gives each attempt's command a unique HBWRAP_RUN_ID and HBWRAP_ATTEMPT, which its descendants
     inherit: when the keeper is gone, this is how the attempt's processes are still found.
     """
-    wanted = [f"{k}={v}".encode() for k, v in pairs.items()]
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) in exclude:
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                env = f.read().split(b"\0")
-        except OSError:
-            continue
-        if all(w in env for w in wanted) and alive(int(entry)):
-            found.append(int(entry))
-    return found
+    return _find("environ", [f"{k}={v}".encode() for k, v in pairs.items()], exclude)
