@@ -170,6 +170,30 @@ while True:
     signal.pause()
 '''
 
+# The least any tool that keeps the command's output in a size-capped log must do: read the pipe in
+# 1 MiB pieces and write them into a log rotated every 50 MB (hbwrap's default), nothing else.
+STORE_PY = r'''
+import fcntl, os, sys
+log, cap = sys.argv[1], 50 * 1000 * 1000
+try:
+    fcntl.fcntl(0, fcntl.F_SETPIPE_SZ, 1 << 20)
+except OSError:
+    pass
+fd, size = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o600), 0
+while True:
+    data = os.read(0, 1 << 20)
+    if not data:
+        break
+    if size + len(data) > cap:
+        os.close(fd)
+        os.replace(log, log + ".1")
+        fd, size = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o600), 0
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    size += len(data)
+'''
+
 BIGLINE_PY = r'''
 import os, sys, time
 total, hold = int(sys.argv[1]), float(sys.argv[2])
@@ -328,7 +352,8 @@ class Bench:
             self.env.pop(var, None)
         self.procs: list[subprocess.Popen] = []
         self.scripts = {}
-        for name, text in (("gen", GEN_PY), ("hang", HANG_PY), ("tree", TREE_PY), ("bigline", BIGLINE_PY)):
+        for name, text in (("gen", GEN_PY), ("hang", HANG_PY), ("tree", TREE_PY), ("bigline", BIGLINE_PY),
+                           ("store", STORE_PY)):
             path = self.tmp / f"{name}.py"
             path.write_text(text)
             self.scripts[name] = str(path)
@@ -581,20 +606,29 @@ class Bench:
         self.raw["startup"] = {"ms": times, "exit_codes": codes, "argv": dict(contenders)}
 
     # --- throughput -------------------------------------------------------------------------------------
-    def _run_cat(self, size: int, kind: str, tee: bool = False) -> float:
-        """`gen | cat > /dev/null`, or with tee: `gen | tee LOG > /dev/null` (stores every byte, as hbwrap does)."""
-        log_path = self.tmp / "tee.log"
+    def _run_cat(self, size: int, kind: str, sink: str = "cat") -> float:
+        """`gen | cat > /dev/null`; sink "tee": `gen | tee LOG > /dev/null`; "store": `gen | store LOG` (the
+        STORE_PY floor); "file": `gen > LOG` (plain redirection). The last three keep every byte, as hbwrap does."""
+        log_path = self.tmp / "sink.log"
         t0 = time.perf_counter()
-        gen = self.spawn([self.python, self.scripts["gen"], str(size), kind], stdout=subprocess.PIPE)
-        cat = self.spawn(["tee", str(log_path)] if tee else ["cat"], stdin=gen.stdout)
-        gen.stdout.close()
-        gen.wait()
-        cat.wait()
+        if sink == "file":
+            with open(log_path, "wb") as out:
+                gen = self.spawn([self.python, self.scripts["gen"], str(size), kind], stdout=out)
+            gen.wait()
+            reader = gen
+        else:
+            gen = self.spawn([self.python, self.scripts["gen"], str(size), kind], stdout=subprocess.PIPE)
+            argv = {"cat": ["cat"], "tee": ["tee", str(log_path)],
+                    "store": [self.python, self.scripts["store"], str(log_path)]}[sink]
+            reader = self.spawn(argv, stdin=gen.stdout)
+            gen.stdout.close()
+            gen.wait()
+            reader.wait()
         dt = time.perf_counter() - t0
-        if tee:
-            log_path.unlink(missing_ok=True)
-        if gen.returncode or cat.returncode:
-            raise RuntimeError(f"gen | {'tee' if tee else 'cat'} failed: {gen.returncode} {cat.returncode}")
+        for path in (log_path, log_path.with_name(log_path.name + ".1")):
+            path.unlink(missing_ok=True)
+        if gen.returncode or reader.returncode:
+            raise RuntimeError(f"gen | {sink} failed: {gen.returncode} {reader.returncode}")
         return dt
 
     def _run_hbwrap_stream(self, size: int, kind: str) -> tuple[float, dict]:
@@ -639,7 +673,7 @@ class Bench:
 
     def _stream(self, scenario: str, kind: str, target_ratio: float, with_supervisord: bool):
         size, runs = self.s["stream_bytes"], self.s["stream_runs"]
-        contenders = ["hbwrap", "cat", "tee"] + (["supervisord"] if with_supervisord and self.supervisord else [])
+        contenders = ["hbwrap", "cat", "tee", "store", "file"] + (["supervisord"] if with_supervisord and self.supervisord else [])
         results = {c: [] for c in contenders}
         infos = []
         errors = {}
@@ -658,8 +692,8 @@ class Bench:
                         dt = self._run_cat(size, kind)
                         results[c].append(size / dt / 1e6)
                         dt = self._run_cat(size, kind)
-                    elif c == "tee":
-                        dt = self._run_cat(size, kind, tee=True)
+                    elif c in ("tee", "store", "file"):
+                        dt = self._run_cat(size, kind, sink=c)
                     elif c == "hbwrap":
                         dt, info = self._run_hbwrap_stream(size, kind)
                         infos.append(info)
@@ -682,10 +716,12 @@ class Bench:
             return size / (size / (m * 1e6) - fixed[c]) / 1e6
 
         st_hb, st_cat = steady("hbwrap"), steady("cat")
-        tee = median(results["tee"])
+        tee, store = median(results["tee"]), median(results["store"])
         detail = f"{ratio:.0%} of cat" if ratio else ""
         if hb and tee:
             detail += f", {hb / tee:.0%} of tee"
+        if hb and store:
+            detail += f", {hb / store:.0%} of the store floor"
         if st_hb and st_cat:
             detail += f"; excl. start-up {st_hb:.0f} MB/s = {st_hb / st_cat:.0%} of cat's {st_cat:.0f}"
         self.row(scenario, "hbwrap run (stdout → /dev/null)", label, "MB/s", results["hbwrap"],
@@ -698,6 +734,13 @@ class Bench:
         self.row(scenario, "gen | tee LOG > /dev/null", label, "MB/s", results["tee"],
                  ratio=f"{tee / cat:.0%} of cat" if tee and cat else None,
                  note="stores every byte in a file too, as hbwrap does")
+        self.row(scenario, "gen | store LOG (floor for a kept log)", label, "MB/s", results["store"],
+                 ratio=f"{store / cat:.0%} of cat" if store and cat else None,
+                 note="1 MiB read → write into a log rotated every 50 MB, nothing else: the least a tool that "
+                      "keeps the output must do")
+        fl = median(results["file"])
+        self.row(scenario, "gen > LOG (plain redirection)", label, "MB/s", results["file"],
+                 ratio=f"{fl / cat:.0%} of cat" if fl and cat else None, note="one growing file, never rotated")
         if with_supervisord:
             if self.supervisord:
                 sv = median(results["supervisord"])
