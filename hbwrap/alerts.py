@@ -43,7 +43,7 @@ DISCORD_MAX_CHARS = 2000
 SUMMARY_MAX_CHARS = 900
 FIELD_MAX_CHARS = 8192             # any one string of the event, as sent (a checkpoint can be a huge line)
 ENV_VALUE_MAX_CHARS = 64 * 1024    # below the kernel's 128 KiB limit for one environment string
-CMD_OUTPUT_BYTES = 4096            # the alert command's output kept for the alert_failed record
+CMD_OUTPUT_BYTES = 4096            # the alert command's output kept (alert_failed, or alert_output on success)
 CMD_TERM_GRACE_S = 1.0             # timed-out alert command: SIGTERM to its group, then SIGKILL this much later
 CMD_PIPE_LINGER_S = 0.5            # after the shell exits, read what its background children still write this long
 RETRY_AFTER_MAX_S = 5.0
@@ -499,7 +499,7 @@ class Alerter:
 
     def _notify(self, event: dict) -> None:
         name = event.get("event")
-        if name == "alert_failed" or not isinstance(name, str):
+        if name in ("alert_failed", "alert_output") or not isinstance(name, str):
             return
         with self._cond:
             if self._closing:

@@ -35,9 +35,12 @@ class Event(str, Enum):
     TAKEOVER = "takeover"
     STOP = "stop"
     ALERT_FAILED = "alert_failed"
+    ALERT_OUTPUT = "alert_output"  # not in SPEC §7: what a successful --alert-cmd printed (never alerted on)
 
 
-EVENT_NAMES = tuple(e.value for e in Event)
+# the events of SPEC §7: what --alert-on accepts and metrics always lists
+EVENT_NAMES = tuple(e.value for e in Event if e is not Event.ALERT_OUTPUT)
+NEVER_ALERTED = frozenset({Event.ALERT_FAILED.value, Event.ALERT_OUTPUT.value})
 
 
 class StallReason(str, Enum):

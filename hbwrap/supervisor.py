@@ -202,7 +202,7 @@ class Supervisor:
             self.job.append_event(record)
         except OSError as exc:
             _message(f"cannot append to {self.job.events_file}: {exc.strerror}")
-        if self.alerter is not None and event is not Event.ALERT_FAILED:
+        if self.alerter is not None and event not in (Event.ALERT_FAILED, Event.ALERT_OUTPUT):
             self.alerter.notify(record)
         return record
 
@@ -216,7 +216,13 @@ class Supervisor:
                                webhook_format=opts.webhook_format,
                                alert_on=frozenset(opts.alert_on) if opts.alert_on is not None else None,
                                ping_url=opts.ping_url, record=lambda fields: self.emit(Event.ALERT_FAILED, **fields),
-                               output_tail=self._output_tail)
+                               delivered=self._alert_delivered, output_tail=self._output_tail)
+
+    def _alert_delivered(self, fields: dict) -> None:
+        """A delivery went through: keep what a successful alert command printed (bounded, masked) in the events."""
+        if fields.get("channel") == "alert-cmd" and fields.get("output"):
+            self.emit(Event.ALERT_OUTPUT, channel=fields["channel"], alert_event=fields.get("alert_event"),
+                      output=fields["output"])
 
     def _output_tail(self, n: int) -> bytes:
         """The last `n` bytes of this run's output (never the previous run's)."""

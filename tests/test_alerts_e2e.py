@@ -55,3 +55,30 @@ def test_alert_cmd_gets_the_event_in_its_environment_never_in_its_text(hb):
     text = open(out).read()
     assert f"stall|response|$(touch {marker})" in text, text
     assert not os.path.exists(marker)
+
+
+def test_alert_cmd_output_goes_to_the_event_log_bounded_and_masked(hb):
+    secret = "http://127.0.0.1:9/hooks/Tok3nInTheOutput99"
+    # prints a line, a URL with a token and 10 KB more: kept as the last 4 KB, the token masked
+    cmd = f'echo "sent for $HBWRAP_EVENT"; echo "{secret}"; head -c 10000 /dev/zero | tr "\\0" x; echo'
+    r = hb.run("run", "--name", "cmdout", "--alert-on", "success,exit", "--alert-cmd", cmd, "--", "true")
+    assert r.returncode == 0, r
+    events = hb.events("cmdout")
+    outputs = [e for e in events if e["event"] == "alert_output"]
+    assert sorted(e["alert_event"] for e in outputs) == ["exit", "success"], events
+    assert all(e["channel"] == "alert-cmd" for e in outputs)
+    assert all(len(e["output"]) <= 4096 for e in outputs)
+    assert "alert_failed" not in [e["event"] for e in events]
+    assert "Tok3nInTheOutput99" not in json.dumps(events)
+
+
+def test_alert_cmd_failure_keeps_its_output_in_alert_failed_and_silent_success_adds_nothing(hb):
+    r = hb.run("run", "--name", "cmdfail", "--alert-on", "all", "--alert-cmd",
+               'if [ "$HBWRAP_EVENT" = success ]; then echo "smtp said no" >&2; exit 7; fi', "--", "true")
+    assert r.returncode == 0, r  # a failing alert command never changes the run's result
+    events = hb.events("cmdfail")
+    failed = [e for e in events if e["event"] == "alert_failed"]
+    assert len(failed) == 1, events
+    assert failed[0]["alert_event"] == "success" and failed[0]["cmd_exit_code"] == 7
+    assert "smtp said no" in failed[0]["output"]
+    assert "alert_output" not in [e["event"] for e in events]  # the others printed nothing

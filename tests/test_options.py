@@ -191,6 +191,8 @@ BAD_RUN_ARGS = [
     ("--retry-exit-codes", ["--retry-exit-codes", "1,x"]),
     ("--retry-exit-codes", ["--retry-exit-codes", "0"]),
     ("--if-running", ["--if-running", "maybe"]),
+    ("--alert-on", ["--alert-on", "stal"]),
+    ("--alert-on", ["--alert-on", "alert_output"]),  # hbwrap's own record, never alerted on
 ]
 
 
