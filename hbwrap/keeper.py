@@ -98,8 +98,20 @@ class Keeper:
             raise FileNotFoundError(errno.ENOENT, "No such file or directory", exe)
         if os.path.isdir(path) or not os.access(path, os.X_OK):
             raise PermissionError(errno.EACCES, "Permission denied", exe)
-        proc = PtyProcess.spawn([path, *command[1:]], cwd=self.spec["cwd"], env=dict(os.environ),
-                                dimensions=(PTY_ROWS, PTY_COLS), preexec_fn=self._preexec)
+        # stdout and stderr go to the pty; stdin is the keeper's own (/dev/null, or hbwrap's terminal), as
+        # without --pty: a program that reads stdin unattended sees EOF instead of waiting for a deadline.
+        stdin_fd = os.dup(0)
+
+        def preexec() -> None:
+            os.dup2(stdin_fd, 0)
+            os.close(stdin_fd)
+            self._preexec()
+
+        try:
+            proc = PtyProcess.spawn([path, *command[1:]], cwd=self.spec["cwd"], env=dict(os.environ),
+                                    dimensions=(PTY_ROWS, PTY_COLS), preexec_fn=preexec, pass_fds=(stdin_fd,))
+        finally:
+            os.close(stdin_fd)
         self.child_pid = proc.pid
         self.streams = {proc.fd: STDOUT}
         self._pty_keepalive = proc  # owns the master fd

@@ -736,7 +736,7 @@ class Supervisor:
                 "command": list(self.opts.command), "cwd": self.opts.cwd, "pty": self.opts.pty,
                 "kill_signal": self.opts.kill_signal, "grace_s": self.opts.grace_s,
                 "log_max_size": self.opts.log_max_size, "ignored_signals": self.ignored_signals,
-                "stdin_inherit": stdin_tty and not self.opts.pty}
+                "stdin_inherit": stdin_tty}
         write_json_atomic(self.job.keeper_spec_file, spec, fsync=False)
         try:
             self.job.keeper_file.unlink()

@@ -693,6 +693,23 @@ def test_stdin_is_dev_null_even_when_hbwrap_has_input(hb):
     assert seen["read"] == "", seen
 
 
+def test_pty_mode_keeps_stdin_on_dev_null(hb):
+    # only stdout and stderr go to the pty: a program that reads stdin unattended sees EOF, not a hang
+    info, tty = hb.path("stdin.json"), hb.path("tty")
+    feed = hb.tmp / "input.txt"
+    feed.write_text("secret input\n")
+    with open(feed, "rb") as stdin:
+        r = hb.run("run", "--name", "ptystdin", "--pty", "--response-timeout", "20s", "--restart", "never", "--",
+                   *hb.agent("stdin:" + info, "isatty:" + tty), stdin=stdin)
+    assert r.returncode == 0, r
+    seen = json.load(open(info))
+    assert seen["target"] == "/dev/null" and seen["read"] == "" and not seen["isatty"], seen
+    assert open(tty).read() == "True"
+    r = hb.run("run", "--name", "ptycat", "--pty", "--response-timeout", "20s", "--restart", "never", "--",
+               "sh", "-c", "cat; echo after-eof", hb.tag, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0 and "after-eof" in r.out, r
+
+
 def test_signal_dispositions_are_restored_for_the_command(hb):
     # hbwrap is Python (SIGPIPE ignored); a plain program must get SIGPIPE back at its default,
     # but keep SIGHUP ignored when hbwrap itself was started with SIGHUP ignored (nohup)
