@@ -35,7 +35,8 @@ DEFAULT_ALERT_ON = frozenset({"stall", "escalate", "takeover"})
 CHANNEL_WEBHOOK, CHANNEL_PING, CHANNEL_CMD = "webhook", "ping", "alert-cmd"
 WEBHOOK_FORMATS = ("json", "slack", "discord")
 
-PING_BODY_BYTES = 10 * 1024        # healthchecks stores the first 10 kB (self-hosted) / 100 kB (hosted)
+PING_BODY_BYTES = 10_000           # healthchecks keeps the first PING_BODY_LIMIT bytes (10,000 self-hosted by
+                                   # default); a smaller Ping-Body-Limit in its reply lowers it for later pings
 TAIL_EVENTS = frozenset({"stall", "failure", "escalate", "exit"})  # events whose alert shows the output tail
 JSON_TAIL_CHARS, JSON_TAIL_LINES = 4000, 60
 CHAT_TAIL_CHARS, CHAT_TAIL_LINES = 1500, 20
@@ -193,6 +194,16 @@ def _clean(value: str) -> str:
 def _one_line(value, limit: int = 200) -> str:
     text = _CONTROL_RE.sub(" ", _clean(str(value)).replace("\n", " ").replace("\r", " ")).strip()
     return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def tail_bytes_cut(raw: bytes, limit: int, align: int = 1024) -> bytes:
+    """The last `limit` bytes of `raw`; when they had to be cut, they start after the first newline if one is
+    within `align` bytes (no half line at the top), else at the cut (a long line keeps its end)."""
+    if len(raw) <= limit:
+        return raw
+    piece = raw[len(raw) - limit:]
+    nl = piece.find(b"\n", 0, align)
+    return piece[nl + 1:] if 0 <= nl < len(piece) - 1 else piece
 
 
 def tail_text(raw: bytes, max_chars: int, max_lines: int) -> str:
@@ -427,6 +438,7 @@ class Alerter:
         self._record = record
         self._output_tail = output_tail
         self._delivered = delivered
+        self._ping_body_limit: int | None = None  # learnt from the server's Ping-Body-Limit header
         self.env = env
         self.timeout_s = float(timeout_s)
         self.retries = max(0, int(retries))
@@ -514,7 +526,7 @@ class Alerter:
         tail = None
         if ping_action not in (None, "start") or (alerting and name in TAIL_EVENTS):
             try:
-                tail = bytes(self._output_tail(PING_BODY_BYTES) or b"")[-PING_BODY_BYTES:]
+                tail = tail_bytes_cut(bytes(self._output_tail(PING_BODY_BYTES + 1) or b""), PING_BODY_BYTES)
             except Exception:
                 tail = b""
         sent = _trimmed(event)
@@ -542,8 +554,7 @@ class Alerter:
             url = ping_endpoint(self.ping_url, ping_action, event.get("run_id"))
             data = tail if ping_action != "start" else b""
             self._enqueue("ping", _Delivery(CHANNEL_PING, mask_url(url), name,
-                                            lambda url=url, data=data: self._post(url, data or b"",
-                                                                                  "text/plain; charset=utf-8")))
+                                            lambda url=url, data=data: self._ping(url, data or b"")))
 
     def _enqueue(self, lane_name: str, delivery: _Delivery) -> None:
         with self._cond:
@@ -632,6 +643,20 @@ class Alerter:
                                "alert_event": delivery.alert_event})
 
     # --- HTTP ----------------------------------------------------------------------------------
+    def _ping(self, url: str, data: bytes) -> dict:
+        """One healthchecks ping. The server keeps only the first Ping-Body-Limit bytes of a body (it says so
+        in every reply): send the last that many, so the newest output (usually the error) survives."""
+        if self._ping_body_limit is not None:
+            data = tail_bytes_cut(data, self._ping_body_limit)
+        info = self._post(url, data, "text/plain; charset=utf-8")
+        limit = info.pop("body_limit", None)
+        try:
+            if limit is not None and int(limit) > 0:
+                self._ping_body_limit = int(limit)
+        except ValueError:
+            pass
+        return info
+
     def _post(self, url: str, data: bytes, content_type: str) -> dict:
         """POST with retries (5xx, 408, 429, connection errors and timeouts); _Failed when it gives up."""
         problem = url_problem(url)
@@ -642,13 +667,16 @@ class Alerter:
             tries += 1
             delay = self.backoff_s * 2 ** (tries - 1)
             try:
-                status, retry_after, snippet = self._post_once(url, data, content_type)
+                status, retry_after, snippet, body_limit = self._post_once(url, data, content_type)
             except Exception as exc:
                 reason, retryable = self._describe(exc, url)
                 status = None
             else:
                 if 200 <= status < 300:
-                    return {"tries": tries, "http_status": status}
+                    info = {"tries": tries, "http_status": status}
+                    if body_limit is not None:
+                        info["body_limit"] = body_limit
+                    return info
                 reason = f"HTTP {status}"
                 text = _one_line(snippet.decode("utf-8", "replace"), RESPONSE_SNIPPET_BYTES) if snippet else ""
                 if text:
@@ -664,7 +692,8 @@ class Alerter:
             if self._stop.wait(delay):
                 raise _Failed("timeout at exit", tries=tries, http_status=status)
 
-    def _post_once(self, url: str, data: bytes, content_type: str) -> tuple[int, str | None, bytes]:
+    def _post_once(self, url: str, data: bytes, content_type: str) -> tuple[int, str | None, bytes, str | None]:
+        """(status, Retry-After, start of an error reply, Ping-Body-Limit of a good reply)."""
         import urllib.error
         import urllib.request
 
@@ -684,7 +713,7 @@ class Alerter:
         try:
             with _http_opener().open(request, timeout=self.timeout_s) as resp:
                 resp.read(65536)
-                return resp.status, None, b""
+                return resp.status, None, b"", resp.headers.get("Ping-Body-Limit")
         except urllib.error.HTTPError as exc:
             try:
                 snippet = exc.read(RESPONSE_SNIPPET_BYTES) or b""
@@ -692,7 +721,7 @@ class Alerter:
                 snippet = b""
             finally:
                 exc.close()
-            return exc.code, exc.headers.get("Retry-After") if exc.headers else None, snippet
+            return exc.code, exc.headers.get("Retry-After") if exc.headers else None, snippet, None
 
     def _describe(self, exc: BaseException, url: str) -> tuple[str, bool]:
         """(reason, retryable) for an exception from a POST; the reason never holds the URL in full."""

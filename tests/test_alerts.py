@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import os
 import socket
 import threading
@@ -18,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from hbwrap.alerts import (Alerter, mask_text, mask_url, mask_urls_in, ping_endpoint, ping_rid, summarize,
-                           tail_text, url_problem)
+                           tail_bytes_cut, tail_text, url_problem)
 
 SLACK_TOKEN = "abcdEFGHijklMNOPqrstUVWX"
 DISCORD_TOKEN = "AbCdEf-GhIjKlMnOpQrStUvWxYz_0123456789abcdefABCDEFghijklmnopqrstuv"
@@ -59,12 +60,13 @@ def ev(name: str, **fields) -> dict:
 class Server:
     """A threaded loopback HTTP server that records every request and answers from a script."""
 
-    def __init__(self, replies=(), default=200, echo_path=False, location=None):
+    def __init__(self, replies=(), default=200, echo_path=False, location=None, headers=None):
         self.requests: list[dict] = []
         self.replies = list(replies)       # status codes (or "sleep") for the first requests, in order
         self.default = default
         self.echo_path = echo_path         # put the request path in the response body (a leaky server)
         self.location = location           # Location header of 3xx replies
+        self.headers = dict(headers or {})  # sent with every reply
         self.release = threading.Event()   # set at teardown: sleeping handlers return
         self.lock = threading.Lock()
         outer = self
@@ -87,6 +89,8 @@ class Server:
                     self.send_header("Content-Length", str(len(data)))
                     if outer.location:
                         self.send_header("Location", outer.location)
+                    for key, value in outer.headers.items():
+                        self.send_header(key, value)
                     self.end_headers()
                     self.wfile.write(data)
                 except OSError:
@@ -225,6 +229,10 @@ def test_ping_rid_is_a_stable_uuid_and_endpoint_keeps_the_query():
     rid = ping_rid(RUN_ID)
     assert uuid.UUID(rid) and rid == ping_rid(RUN_ID) and rid != ping_rid(RUN_ID + "x")
     assert ping_rid(HC_UUID) == HC_UUID
+    # healthchecks answers 400 "invalid uuid format" to anything but lowercase, hyphenated UUIDs
+    # (hc/lib/string.py in healthchecks/healthchecks); checked against the real server too, see the README
+    lower_uuid = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+    assert lower_uuid.fullmatch(rid) and lower_uuid.fullmatch(ping_rid(HC_UUID.upper().replace("-", "")))
     assert ping_endpoint(f"https://hc.example.com/ping/{HC_PING_KEY}/job/?create=1", "start", RUN_ID) == \
         f"https://hc.example.com/ping/{HC_PING_KEY}/job/start?create=1&rid={rid}"
     assert ping_endpoint(f"https://hc-ping.com/{HC_UUID}", "", RUN_ID) == f"https://hc-ping.com/{HC_UUID}?rid={rid}"
@@ -398,7 +406,32 @@ def test_ping_sequence_of_a_successful_run(h, servers):
     for req in (start, success):
         assert parse_qs(urlsplit(req["path"]).query) == {"rid": [rid]}
     assert start["body"] == b""  # the log at run start still holds the previous run's output
-    assert success["body"] == h.tail[-10240:]  # last 10 KB, byte for byte
+    assert success["body"] == h.tail[-10000:]  # last 10 KB (healthchecks' PING_BODY_LIMIT), byte for byte
+
+
+def test_ping_body_shrinks_to_the_servers_ping_body_limit_keeping_the_newest_output(h, servers):
+    # healthchecks keeps the first PING_BODY_LIMIT bytes and says how many in every reply: send the last ones
+    srv = servers(headers={"Ping-Body-Limit": "100"})
+    h.tail = b"".join(b"line %04d of the output\n" % i for i in range(1000)) + b"the error at the end\n"
+    alerter = h.make(ping_url=srv.url(f"/ping/{HC_UUID}"))
+    alerter.notify(ev("run_start"))
+    srv.got(1)
+    alerter.notify(ev("failure", exit_code=3, reason="exit code 3"))
+    start, fail = srv.got(2)
+    alerter.close(5)
+    assert h.records == []
+    assert len(fail["body"]) <= 100 and fail["body"].endswith(b"the error at the end\n")
+    assert fail["body"].startswith(b"line "), fail["body"]  # whole lines: cut after a newline
+
+
+@pytest.mark.parametrize("raw, limit, expected", [
+    (b"short\n", 100, b"short\n"),
+    (b"aaaa\nbbbb\ncccc\n", 12, b"bbbb\ncccc\n"),        # cut inside 'aaaa': start at the next line
+    (b"x" * 5000 + b"\nend\n", 3000, b"x" * 2995 + b"\nend\n"),  # no newline near the cut: keep the bytes
+    (b"\xff" * 50, 10, b"\xff" * 10),                      # binary: the last bytes as they are
+])
+def test_tail_bytes_cut(raw, limit, expected):
+    assert tail_bytes_cut(raw, limit) == expected
 
 
 def test_ping_sequence_of_failing_runs(h, servers):
