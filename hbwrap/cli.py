@@ -349,8 +349,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = command.main(args=argv, prog_name="hbwrap", standalone_mode=False)
     except cx.UsageError as exc:
-        message = exc.format_message().replace("\n", " ")
-        _err(f"error: {message}")
+        message = exc.format_message().replace("\n", " ").strip()
+        if message:  # empty: `hbwrap` alone, and the help has been printed already
+            _err(f"error: {message}")
         code = ExitCode.USAGE
     except typer.Abort:
         _err("interrupted")

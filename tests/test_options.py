@@ -263,6 +263,13 @@ def test_help(hb, args):
     assert "Usage" in r.out and "Traceback" not in r.err
 
 
+def test_no_arguments_prints_the_help_and_exits_2_without_an_empty_error_line(hb):
+    r = hb.run()
+    assert r.returncode == 2, r
+    assert "Usage" in r.out + r.err and "Traceback" not in r.err
+    assert "error:" not in r.err, r
+
+
 def test_unusable_state_dir_is_125(hb):
     afile = hb.tmp / "not-a-dir"
     afile.write_text("")
