@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from conftest import alive
 from hbwrap.alerts import (Alerter, mask_text, mask_url, mask_urls_in, ping_endpoint, ping_rid, summarize,
                            tail_bytes_cut, tail_text, url_problem)
 
@@ -645,14 +646,7 @@ def test_hanging_alert_command_is_killed_with_its_group_and_recorded(h, tmp_path
     assert rec["output"] == "started"
     bg = int(pidfile.read_text())
 
-    def gone() -> bool:
-        try:
-            with open(f"/proc/{bg}/stat") as f:
-                return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-        except FileNotFoundError:
-            return True
-
-    wait_for(gone, 3.0, f"background sleep {bg} of the alert command to die")
+    wait_for(lambda: not alive(bg), 3.0, f"background sleep {bg} of the alert command to die")
     assert alerter.own_pids == set()
 
 
@@ -681,8 +675,7 @@ def test_hanging_alert_command_is_killed_at_close(h, tmp_path):
     alerter.close(wait_s=0.3)
     assert time.monotonic() - started < 1.5
     assert [r["reason"].split(" (")[0] for r in h.records] == ["timeout at exit"]
-    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or
-             open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z", 3.0, "alert command killed")
+    wait_for(lambda: not alive(pid), 3.0, "alert command killed")
 
 
 # --- robustness ----------------------------------------------------------------------------------

@@ -132,11 +132,12 @@ def test_as_pid_1_it_reaps_inherited_zombies_and_forwards_sigterm(hb, tmp_path):
         def init_pid():
             for entry in os.listdir("/proc"):
                 if entry.isdigit():
-                    try:
+                    try:  # either file can vanish with its process at any moment
                         status = open(f"/proc/{entry}/status").read()
+                        cmdline = open(f"/proc/{entry}/cmdline").read()
                     except OSError:
                         continue
-                    if re.search(r"^NSpid:\s+\d+\s+1$", status, re.M) and "hbwrap" in open(f"/proc/{entry}/cmdline").read():
+                    if re.search(r"^NSpid:\s+\d+\s+1$", status, re.M) and "hbwrap" in cmdline:
                         return int(entry)
             return None
 
