@@ -528,11 +528,11 @@ def test_server_that_never_answers_neither_blocks_notify_nor_delays_exit(h, serv
     started = time.monotonic()
     alerter.notify(ev("run_start"))
     alerter.notify(ev("stall", reason="response"))
-    assert time.monotonic() - started < 0.2
+    assert time.monotonic() - started < 1.0  # a blocking send would take 5 s
     srv.got(2)
     started = time.monotonic()
     alerter.close(wait_s=1)
-    assert 0.9 <= time.monotonic() - started < 2.0
+    assert 0.9 <= time.monotonic() - started < 4.0  # not the 5 s a try may take
     assert sorted((r["channel"], r["alert_event"]) for r in h.records) == [
         ("ping", "run_start"), ("ping", "stall"), ("webhook", "stall")]  # in flight or queued
     assert all(r["reason"].startswith("timeout at exit") for r in h.records)
@@ -639,9 +639,9 @@ def test_hanging_alert_command_is_killed_with_its_group_and_recorded(h, tmp_path
     alerter = h.make(alert_cmd=f"echo started; sleep 60 & echo $! > {pidfile}; wait", cmd_timeout_s=0.5)
     started = time.monotonic()
     alerter.notify(ev("escalate"))
-    assert time.monotonic() - started < 0.2
+    assert time.monotonic() - started < 1.0  # a blocking send would take 5 s
     (rec,) = h.wait_records(1)
-    assert time.monotonic() - started < 3.0
+    assert time.monotonic() - started < 10.0  # not the 60 s the command would run
     assert rec["channel"] == "alert-cmd" and rec["reason"] == "alert command timed out after 0.5s and was killed"
     assert rec["output"] == "started"
     bg = int(pidfile.read_text())
@@ -673,7 +673,7 @@ def test_hanging_alert_command_is_killed_at_close(h, tmp_path):
     wait_for(lambda: alerter.own_pids == {pid}, what="alert command tracked")
     started = time.monotonic()
     alerter.close(wait_s=0.3)
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 5.0  # not the 30 s of the command's timeout
     assert [r["reason"].split(" (")[0] for r in h.records] == ["timeout at exit"]
     wait_for(lambda: not alive(pid), 3.0, "alert command killed")
 
