@@ -24,6 +24,12 @@ HERE = Path(__file__).resolve().parent
 AGENT_PATH = HERE / "helpers" / "agent.py"
 AGENT = [sys.executable, str(AGENT_PATH)]
 
+# The tests start hbwrap as an interactive shell would. A background job of a non-interactive shell
+# (`./scripts/test &`, some CI runners) starts with SIGINT and SIGQUIT ignored, and hbwrap rightly passes
+# ignored signals on to the command (as `nohup` expects): undo that here, for every process the tests start.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than 20 s (deselect with -m 'not slow')")
