@@ -40,7 +40,6 @@ class Event(str, Enum):
 
 # the events of SPEC §7: what --alert-on accepts and metrics always lists
 EVENT_NAMES = tuple(e.value for e in Event if e is not Event.ALERT_OUTPUT)
-NEVER_ALERTED = frozenset({Event.ALERT_FAILED.value, Event.ALERT_OUTPUT.value})
 
 
 class StallReason(str, Enum):

@@ -2,9 +2,11 @@
 """Benchmark hbwrap against the tools it replaces (issue 6).
 
 Contenders: hbwrap (the one next to sys.executable, or $HBWRAP_BIN); GNU `timeout` (the floor for a
-wrapper); `cat` / plain redirection (the floor for output handling); supervisord (the incumbent Python
-supervisor, configured in a temporary directory with its own socket, pidfile and logs, capturing the
-program's stdout to a log, with autorestart). A contender that is not installed is reported as skipped.
+wrapper); `cat` / plain redirection (the floor for output handling), with `tee LOG` and a bare keeper
+(pipe → rotating log, nothing else) for what storing the output costs by itself; supervisord (the
+incumbent Python supervisor, configured in a temporary directory with its own socket, pidfile and logs,
+capturing the program's stdout to a log, with autorestart). A contender that is not installed is
+reported as skipped.
 
 Scenarios (names for --only): startup, output, binary, idle, detection, kill, memory, scale, takeover.
 Each runs several times, contenders alternating; the table shows medians, ratios and PASS/FAIL against
@@ -607,8 +609,8 @@ class Bench:
 
     # --- throughput -------------------------------------------------------------------------------------
     def _run_cat(self, size: int, kind: str, sink: str = "cat") -> float:
-        """`gen | cat > /dev/null`; sink "tee": `gen | tee LOG > /dev/null`; "store": `gen | store LOG` (the
-        STORE_PY floor); "file": `gen > LOG` (plain redirection). The last three keep every byte, as hbwrap does."""
+        """`gen | cat > /dev/null`; sink "tee": `gen | tee LOG > /dev/null`; "store": `gen | store LOG` (a bare
+        keeper, STORE_PY); "file": `gen > LOG` (plain redirection). The last three keep every byte, as hbwrap does."""
         log_path = self.tmp / "sink.log"
         t0 = time.perf_counter()
         if sink == "file":
