@@ -141,6 +141,7 @@ class Supervisor:
         self.stdout_fd, self.stderr_fd = stdout_fd, stderr_fd
         self.messages: list[str] = []
         self.signals: list[int] = []
+        self.stopped_by: str | None = None  # who sent the stop, when not a signal from outside (`hbwrap stop`)
         self.ignored_signals = [int(s) for s in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM,
                                                  signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
                                 if signal.getsignal(s) == signal.SIG_IGN]
@@ -879,10 +880,11 @@ class Supervisor:
         self.next_deadline = None
         self.stop_info = None
         self.ended_at = self.wall()
-        self.emit(Event.STOP, signal=signal_name(signum), exit_code=self.exit_code)
+        self.emit(Event.STOP, signal=signal_name(signum), exit_code=self.exit_code, by=self.stopped_by)
         self.status = Status.STOPPED
         self.write_state()
-        self.say(f"stopped {self.opts.name} on {signal_name(signum)}")
+        how = f"({self.stopped_by})" if self.stopped_by else f"on {signal_name(signum)}"
+        self.say(f"stopped {self.opts.name} {how}")
         self._replay_quiet()
         return self.exit_code
 
@@ -1283,6 +1285,7 @@ def stop_job(state_dir: StateDir, name: str, timeout_s: float | None) -> int:
     try:
         sup = Supervisor(replace(opts, quiet=False), stdout_fd=devnull, stderr_fd=devnull)
         sup.signals.append(int(signal.SIGTERM))  # stop as soon as the run is adopted
+        sup.stopped_by = "hbwrap stop; it had no live supervisor"
         code = sup.run(takeover_only=True)
     finally:
         os.close(devnull)

@@ -258,7 +258,9 @@ def test_stop_an_orphaned_job(hb):
     assert not alive(child)
     row = hb.status("orph")[0]
     assert row["status"] == "stopped" and row["exit_code"] == 143
-    assert "stop" in names(hb.events("orph"))
+    stop = [e for e in hb.events("orph") if e["event"] == "stop"]
+    assert len(stop) == 1 and stop[0]["by"].startswith("hbwrap stop"), stop
+    assert "stopped orph (hbwrap stop" in r.err, r  # not "on SIGTERM": nobody sent hbwrap a signal
 
 
 def test_stop_unknown_and_idle_jobs(hb):
