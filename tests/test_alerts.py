@@ -425,6 +425,19 @@ def test_ping_body_shrinks_to_the_servers_ping_body_limit_keeping_the_newest_out
     assert fail["body"].startswith(b"line "), fail["body"]  # whole lines: cut after a newline
 
 
+@pytest.mark.parametrize("header", ["nonsense", "0", "-5", ""])
+def test_a_ping_body_limit_that_makes_no_sense_is_ignored(h, servers, header):
+    srv = servers(headers={"Ping-Body-Limit": header})
+    h.tail = b"".join(b"line %04d of the output\n" % i for i in range(1000))
+    alerter = h.make(ping_url=srv.url(f"/ping/{HC_UUID}"))
+    alerter.notify(ev("run_start"))
+    srv.got(1)
+    alerter.notify(ev("success", exit_code=0))
+    start, success = srv.got(2)
+    alerter.close(5)
+    assert h.records == [] and len(success["body"]) > 9000 and success["body"].endswith(b"line 0999 of the output\n")
+
+
 @pytest.mark.parametrize("raw, limit, expected", [
     (b"short\n", 100, b"short\n"),
     (b"aaaa\nbbbb\ncccc\n", 12, b"bbbb\ncccc\n"),        # cut inside 'aaaa': start at the next line
