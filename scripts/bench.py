@@ -483,18 +483,7 @@ class Bench:
         return None
 
     def keeper_pid(self, job: str) -> int | None:
-        target = os.fsencode(str(self.state / job))
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    argv = f.read().split(b"\0")
-            except OSError:
-                continue
-            if b"hbwrap.keeper" in argv and target in argv and alive(int(entry)):
-                return int(entry)
-        return None
+        return self.keeper_pids([job]).get(job)
 
     def keeper_pids(self, jobs: list[str]) -> dict[str, int]:
         """job -> keeper pid for all keepers of these jobs alive now (one /proc scan)."""
@@ -508,7 +497,7 @@ class Bench:
                     argv = f.read().split(b"\0")
             except OSError:
                 continue
-            if b"hbwrap.keeper" in argv:
+            if b"hbwrap.keeper" in argv and alive(int(entry)):
                 for a in argv:
                     if a in targets:
                         found[targets[a]] = int(entry)
