@@ -100,6 +100,7 @@ def run(
     config: Optional[str] = CONFIG_OPTION,
     if_running: Optional[str] = typer.Option(None, "--if-running", help="When a live supervisor already runs this job: skip (exit 0), fail (exit 75) or wait for it, then run. [default: skip]"),
     lease: Optional[str] = typer.Option(None, "--lease", help="Renew the supervisor's lease at least every lease/3; a supervisor whose lease is older is hung and is taken over. [default: 30s]"),
+    self_heal: bool = typer.Option(True, "--self-heal/--no-self-heal", help="When the supervisor dies or hangs, its keeper starts a replacement (hbwrap watch NAME) by itself, within 2 s of a death and --lease + 2 s of a hang; at most 3 per run."),
 ) -> int:
     from hbwrap.configfile import run_settings
     from hbwrap.options import parse_if_running
@@ -187,6 +188,7 @@ def logs(
 def watch(
     name: str = typer.Argument(..., help="The job."),
     state_dir: Optional[str] = STATE_DIR_OPTION,
+    by: str = typer.Option("watch", "--by", hidden=True, help="Who takes over (the keeper says 'keeper')."),
 ) -> int:
     """Take over supervision of a job whose supervisor died or hung (no command line needed).
 
@@ -197,9 +199,11 @@ def watch(
       hbwrap watch reddit-3am
       */5 * * * * hbwrap watch reddit-3am    # re-attach within 5 minutes of a watchdog failure
     """
-    from hbwrap.supervisor import watch_job
+    from hbwrap.takeover import watch_job
 
-    return watch_job(_state_dir(state_dir), name)
+    if by not in ("watch", "keeper"):
+        raise UsageError("--by: must be watch or keeper")
+    return watch_job(_state_dir(state_dir), name, by)
 
 
 @app.command()
@@ -219,7 +223,7 @@ def stop(
       hbwrap stop research --timeout 1m
     """
     from hbwrap.options import parse_duration
-    from hbwrap.supervisor import stop_job
+    from hbwrap.takeover import stop_job
 
     timeout_s = parse_duration(timeout, "--timeout") if timeout is not None else None
     return stop_job(_state_dir(state_dir), name, timeout_s)

@@ -11,6 +11,7 @@ IN_CLOSE_WRITE = 0x008
 IN_MOVED_TO = 0x080
 IN_CREATE = 0x100
 IN_DELETE = 0x200
+IN_Q_OVERFLOW = 0x4000
 IN_NONBLOCK = 0o4000
 IN_CLOEXEC = 0o2000000
 DIR_MASK = IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE
@@ -37,16 +38,19 @@ class Inotify:
             raise OSError(err, os.strerror(err), path)
         self._dirs[wd] = path
 
-    def read(self) -> set[tuple[str, str]]:
+    def read(self) -> set[tuple[str, str]] | None:
+        """What changed since the last read; None when the kernel's queue overflowed (anything may have)."""
         changed: set[tuple[str, str]] = set()
+        overflow = False
         while True:
             try:
                 data = os.read(self.fd, 65536)
             except BlockingIOError:
-                return changed
+                return None if overflow else changed
             pos = 0
             while pos + _HEADER.size <= len(data):
-                wd, _mask, _cookie, length = _HEADER.unpack_from(data, pos)
+                wd, mask, _cookie, length = _HEADER.unpack_from(data, pos)
+                overflow = overflow or bool(mask & IN_Q_OVERFLOW)
                 name = data[pos + _HEADER.size: pos + _HEADER.size + length].rstrip(b"\0")
                 pos += _HEADER.size + length
                 if wd in self._dirs:

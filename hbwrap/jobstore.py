@@ -4,33 +4,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 from hbwrap.errors import StateError, UnknownJob
-from hbwrap.model import SCHEMA_VERSION
+from hbwrap.model import SCHEMA_VERSION, iso, parse_iso  # noqa: F401  (re-exported for views)
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
-
-
-def iso(ts: float | None) -> str | None:
-    """ISO 8601 UTC with milliseconds, or None."""
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def parse_iso(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return datetime.strptime(text.replace("Z", "+0000"), "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
-    except ValueError:
-        try:
-            return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return None
 
 
 def new_run_id() -> str:

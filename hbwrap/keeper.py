@@ -1,18 +1,24 @@
-"""The per-attempt keeper: parent of the command, writer of its output log and exit status, sweeper of its tree.
+"""The per-attempt keeper: parent of the command, writer of its output log and exit status, sweeper of its tree,
+and the second layer of supervision: it replaces its supervisor when that dies or hangs (self-heal).
 
-Started by the supervisor as `python -m hbwrap.keeper JOB_DIR HANDSHAKE_FD` in a session of its own, so
-that `kill -9` of the supervisor leaves the command, its output capture and its exit status intact. It is
-a child subreaper: whatever escapes the command's process group (setsid, double fork) is reparented here
-and is stopped with the rest. SIGTERM asks it to stop the attempt: `kill_signal` to the group and every
-descendant, `grace_s`, then SIGKILL to all of them until none is left. It writes `keeper.json` (pids,
-start times, exit status) and exits once no process of the attempt remains.
+Started by the supervisor as `python -m hbwrap.keeper JOB_DIR HANDSHAKE_FD [STDOUT_FD STDERR_FD]` in a
+session of its own, so `kill -9` of the supervisor leaves the command, its output capture and its exit
+status intact. It is a child subreaper: whatever escapes the command's process group (setsid, double
+fork) is reparented here and is stopped with the rest. SIGTERM asks it to stop the attempt: kill signal to
+the group and every descendant, `grace_s`, then SIGKILL to all of them until none is left. It writes
+`keeper.json` (pids, start times, exit status) and, once no process of the attempt remains, `ended_at`.
+
+With self-heal on, it then stands by until its supervisor releases it (SIGUSR1) — between attempts
+something of the run must still be there — and all along it watches the supervisor: a pidfd tells it of
+a death, the lease in state.json of a hang. Either way it starts `hbwrap watch NAME` (at most 3 per run,
+counted in state.json), handing it the original stdout/stderr it holds for that purpose. Replacements
+are its children, so they and their subtrees are never swept as part of the attempt.
 """
 from __future__ import annotations
 
 import errno
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,6 +35,11 @@ READ_SIZE = 1 << 20
 CURSOR_STALE_S = 10.0
 PIPE_SIZE = 1 << 20  # fewer context switches between the command and the keeper at high output rates
 SWEEP_INTERVAL_S = 0.02
+MAX_HEALS = 3              # replacements per run (SPEC §9)
+TAKEOVER_POLL_S = 0.1      # after starting a replacement: how often to look for it in state.json ...
+TAKEOVER_WAIT_S = 10.0     # ... and for how long
+ORPHAN_POLL_S = 1.0        # no live supervisor and no replacement allowed: look for one (cron, an operator)
+TERMINAL = frozenset({"succeeded", "failed", "escalated", "stopped"})
 
 
 def _grow_pipe(fd: int) -> None:
@@ -40,29 +51,149 @@ def _grow_pipe(fd: int) -> None:
         pass  # over /proc/sys/fs/pipe-max-size for this user: the default size works too
 
 
+def _note(text: str) -> None:
+    """A line in keeper.err (the keeper's stderr)."""
+    try:
+        os.write(2, f"hbwrap keeper: {text}\n".encode(errors="replace"))
+    except OSError:
+        pass
+
+
+class SupervisorWatch:
+    """Self-heal: follow the job's current supervisor; start a replacement when it dies or its lease expires."""
+
+    def __init__(self, job: JobDir, spec: dict, held_fds: tuple[int, int] | None, base_env: dict[str, str]):
+        self.job, self.spec, self.held_fds, self.base_env = job, spec, held_fds, base_env
+        self.enabled = bool(spec.get("self_heal"))
+        self.pid: int | None = spec.get("supervisor_pid")
+        self.start: int | None = spec.get("supervisor_start")
+        self.pidfd: int | None = None
+        self.check_at = time.monotonic() + float(spec.get("lease_s") or 30.0)
+        self.replacements: list[tuple[int, int | None]] = []
+        self.spawned_at: float | None = None
+        self.spawned = 0
+        self.run_over = False
+        self.limit_said = False
+        if self.enabled:
+            self._follow(self.pid, self.start)
+
+    def _follow(self, pid, start) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+        self.pid, self.start = pid, start
+        if procs.is_same_process(pid, start):
+            self.pidfd = procs.pidfd_open(pid)
+
+    def fds(self) -> list[int]:
+        return [self.pidfd] if self.enabled and self.pidfd is not None and not self.run_over else []
+
+    def timeout_at(self) -> float | None:
+        return self.check_at if self.enabled and not self.run_over else None
+
+    def check(self, now: float) -> None:
+        """Look at the supervisor of record: follow a new one, replace a dead or hung one, notice the run's end."""
+        if not self.enabled or self.run_over:
+            return
+        died = False
+        if self.pidfd is not None and select.select([self.pidfd], [], [], 0)[0]:
+            os.close(self.pidfd)  # readable for good: stop polling it
+            self.pidfd, died = None, True
+        if not died and now < self.check_at:
+            return
+        try:
+            state = read_json(self.job.state_file) or {}
+        except Exception:
+            state = {}
+        if state.get("run_id") != self.spec["run_id"] or state.get("status") in TERMINAL:
+            self.run_over = True
+            return
+        pid, start = state.get("supervisor_pid"), state.get("supervisor_start")
+        lease_s = state.get("lease_s") if isinstance(state.get("lease_s"), (int, float)) else 30.0
+        renewed = state.get("lease_renewed_at") if isinstance(state.get("lease_renewed_at"), (int, float)) else 0.0
+        alive = isinstance(pid, int) and procs.is_supervisor(pid, start)
+        if alive and (pid, start) != (self.pid, self.start):
+            self._follow(pid, start)  # a takeover happened: watch the new supervisor
+            self.spawned_at = None
+        hung = alive and time.time() - renewed > lease_s
+        if alive and not hung:
+            self.check_at = now + max(0.05, renewed + lease_s - time.time()) + 0.05
+            return
+        if self.spawned_at is not None and now < self.spawned_at + TAKEOVER_WAIT_S and self._replacement_alive():
+            self.check_at = now + TAKEOVER_POLL_S  # the replacement is starting up
+            return
+        heals = state.get("heals") if isinstance(state.get("heals"), int) else 0
+        if heals >= MAX_HEALS or self.spawned >= MAX_HEALS:
+            if not self.limit_said:
+                self.limit_said = True
+                _note(f"supervisor gone and {MAX_HEALS} replacements used: leaving the job orphaned "
+                      f"(hbwrap watch {self.spec['name']} takes it over)")
+            self.check_at = now + ORPHAN_POLL_S
+            return
+        self._spawn(now)
+
+    def _replacement_alive(self) -> bool:
+        return any(procs.is_same_process(pid, start) for pid, start in self.replacements)
+
+    def _spawn(self, now: float) -> None:
+        argv = [sys.executable, "-m", "hbwrap", "watch", self.spec["name"], "--state-dir", self.spec["state_dir"],
+                "--by", "keeper"]
+        out, err = self.held_fds if self.held_fds else (subprocess.DEVNULL, subprocess.DEVNULL)
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=self.base_env,
+                                    start_new_session=True, cwd="/")
+        except OSError as exc:
+            _note(f"cannot start a replacement supervisor: {exc.strerror or exc}")
+            self.check_at = now + ORPHAN_POLL_S
+            return
+        proc.returncode = 0  # reaped by the keeper's own waitpid(-1)
+        self.replacements.append((proc.pid, procs.start_time(proc.pid)))
+        self.spawned += 1
+        self.spawned_at = now
+        self.check_at = now + TAKEOVER_POLL_S
+
+    def excluded(self) -> set[int]:
+        return {pid for pid, _ in self.replacements}
+
+
 class Keeper:
-    def __init__(self, job: JobDir, spec: dict, handshake_fd: int):
+    def __init__(self, job: JobDir, spec: dict, handshake_fd: int, held_fds: tuple[int, int] | None):
         self.job, self.spec, self.handshake_fd = job, spec, handshake_fd
+        self.base_env = procs.original_environ()
         self.record: dict = {
             "schema": SCHEMA_VERSION, "run_id": spec["run_id"], "attempt": spec["attempt"],
             "keeper_pid": os.getpid(), "keeper_start": procs.start_time(os.getpid()),
             "started_at": time.time(), "child_pid": None, "child_start": None, "pgid": None,
             "exit_code": None, "exit_signal": None, "exec_error": None, "exited_at": None,
-            "stop_requested_at": None, "sigkill_at": None, "ended_at": None,
+            "stop_requested_at": None, "sigkill_at": None, "ended_at": None, "replacements": [],
         }
         self.stop_requested = False
+        self.released = False
         self.child_pid: int | None = None
         self.child_status: int | None = None
         self.stopping_since: float | None = None
         self.sigkill_sent = False
         self.streams: dict[int, str] = {}
+        self.parked: list[int] = []  # pty masters after EIO: closed only once the command has exited
+        self.watch = SupervisorWatch(job, spec, held_fds, self.base_env)
+        self.held_fds = held_fds
 
     # --- start -----------------------------------------------------------------------------------
     def _on_term(self, signum, frame) -> None:
         self.stop_requested = True
 
+    def _on_release(self, signum, frame) -> None:
+        self.released = True
+
     def _preexec(self) -> None:
         procs.restore_default_signals(self.spec.get("ignored_signals", ()))
+
+    def _command_env(self) -> dict[str, str]:
+        env = dict(self.base_env)
+        env.update(self.spec.get("env_set") or {})
+        for key in self.spec.get("env_unset") or ():
+            env.pop(key, None)
+        return env
 
     def _spawn(self) -> None:
         command = self.spec["command"]
@@ -76,7 +207,8 @@ class Keeper:
         stdin = None if self.spec.get("stdin_inherit") else subprocess.DEVNULL
         try:
             proc = subprocess.Popen(command, stdin=stdin, stdout=out_w, stderr=err_w, cwd=self.spec["cwd"],
-                                    process_group=0, restore_signals=True, preexec_fn=self._preexec)
+                                    env=self._command_env(), process_group=0, restore_signals=True,
+                                    preexec_fn=self._preexec)
         finally:
             os.close(out_w)
             os.close(err_w)
@@ -85,12 +217,15 @@ class Keeper:
         self.streams = {out_r: STDOUT, err_r: STDERR}
 
     def _spawn_pty(self, command: list[str]) -> None:
+        import shutil
+
         from ptyprocess import PtyProcess
 
+        env = self._command_env()
         exe = command[0]
-        path = exe if "/" in exe else shutil.which(exe)
+        path = exe if "/" in exe else shutil.which(exe, path=env.get("PATH", os.defpath))
         if path is None:
-            candidates = [os.path.join(d, exe) for d in os.environ.get("PATH", os.defpath).split(os.pathsep)]
+            candidates = [os.path.join(d, exe) for d in env.get("PATH", os.defpath).split(os.pathsep)]
             if any(os.path.exists(c) for c in candidates):
                 raise PermissionError(errno.EACCES, "Permission denied", exe)
             raise FileNotFoundError(errno.ENOENT, "No such file or directory", exe)
@@ -108,7 +243,7 @@ class Keeper:
             self._preexec()
 
         try:
-            proc = PtyProcess.spawn([path, *command[1:]], cwd=self.spec["cwd"], env=dict(os.environ),
+            proc = PtyProcess.spawn([path, *command[1:]], cwd=self.spec["cwd"], env=env,
                                     dimensions=(PTY_ROWS, PTY_COLS), preexec_fn=preexec, pass_fds=(stdin_fd,))
         finally:
             os.close(stdin_fd)
@@ -143,6 +278,7 @@ class Keeper:
             pass
 
     def _save(self) -> None:
+        self.record["replacements"] = [list(r) for r in self.watch.replacements]
         write_json_atomic(self.job.keeper_file, self.record, fsync=False)
 
     # --- run -------------------------------------------------------------------------------------
@@ -151,6 +287,7 @@ class Keeper:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGUSR1, self._on_release)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
             signal.signal(sig, signal.SIG_IGN)
@@ -170,43 +307,45 @@ class Keeper:
                            pgid=self.child_pid)
         self._save()
         self._handshake(f"ok {self.child_pid} {self.record['child_start']}\n")
+        self._attempt(wake_r, writer)
+        writer.close()
+        self.record["ended_at"] = time.time()
+        self._save()
+        if self.watch.enabled:
+            self._stand_by(wake_r)
+        return 0
 
+    def _attempt(self, wake_r: int, writer: LogWriter) -> None:
+        """Hold the command until no process of the attempt is left, with every byte of output in the log."""
         poller = select.poll()
         poller.register(wake_r, select.POLLIN)
         for fd in self.streams:
             os.set_blocking(fd, False)
             poller.register(fd, select.POLLIN)
+        watched: set[int] = set()
         children_left = True
         while True:
-            timeout_ms = None
+            watched = self._rewatch(poller, watched)
+            at = [self.watch.timeout_at()]
             if self.stopping_since is not None:
-                if self.sigkill_sent:
-                    timeout_ms = SWEEP_INTERVAL_S * 1000
-                else:
-                    remaining = self.stopping_since + float(self.spec["grace_s"]) - time.monotonic()
-                    timeout_ms = max(0.0, remaining) * 1000
+                at.append(time.monotonic() + SWEEP_INTERVAL_S if self.sigkill_sent
+                          else self.stopping_since + float(self.spec["grace_s"]))
             if not children_left:
-                timeout_ms = 0 if self.streams else None
                 if not self.streams:
                     break
-            try:
-                ready = poller.poll(timeout_ms)
-            except InterruptedError:
-                ready = []
+                at.append(time.monotonic())
+            ready = self._poll(poller, at)
             for fd, _ in ready:
                 if fd == wake_r:
-                    try:
-                        while os.read(wake_r, 512):
-                            pass
-                    except BlockingIOError:
-                        pass
-                    continue
-                self._pump(fd, writer, poller)
-            if not children_left and not ready:
+                    _drain(wake_r)
+                elif fd in self.streams:
+                    self._pump(fd, writer, poller)
+            if not children_left and not any(fd in self.streams for fd, _ in ready):
                 # no process of the attempt is left, so nothing can still write: what is unread is the end
                 for fd in list(self.streams):
                     self._pump(fd, writer, poller, drain=True)
                 break
+            self.watch.check(time.monotonic())
             if self.stop_requested and self.stopping_since is None:
                 self.record["stop_requested_at"] = time.time()
                 self._begin_stop()
@@ -214,17 +353,56 @@ class Keeper:
             if children_left and self.child_status is not None and self.stopping_since is None:
                 self._begin_stop()  # the command ended but left processes behind: sweep them
             if children_left and self.stopping_since is not None:
-                late = time.monotonic() >= self.stopping_since + float(self.spec["grace_s"])
-                if late:
+                if time.monotonic() >= self.stopping_since + float(self.spec["grace_s"]):
                     if not self.sigkill_sent:
                         self.sigkill_sent = True
                         self.record["sigkill_at"] = time.time()
                         self._save()
                     self._signal_all(signal.SIGKILL)
-        writer.close()
-        self.record["ended_at"] = time.time()
-        self._save()
-        return 0
+        for fd in self.parked:
+            os.close(fd)
+        self.parked = []
+
+    def _stand_by(self, wake_r: int) -> None:
+        """Between attempts: stay until released, the run ends, or a newer keeper of the run exists."""
+        poller = select.poll()
+        poller.register(wake_r, select.POLLIN)
+        watched: set[int] = set()
+        while not self.released and not self.watch.run_over:
+            watched = self._rewatch(poller, watched)
+            for fd, _ in self._poll(poller, [self.watch.timeout_at()]):
+                if fd == wake_r:
+                    _drain(wake_r)
+            self._reap_all()
+            if self.released or self._superseded():
+                break
+            self.watch.check(time.monotonic())
+
+    def _superseded(self) -> bool:
+        try:
+            record = read_json(self.job.keeper_file) or {}
+        except Exception:
+            return False
+        return record.get("keeper_pid") not in (None, os.getpid())
+
+    def _rewatch(self, poller, watched: set[int]) -> set[int]:
+        now = set(self.watch.fds())
+        for fd in watched - now:
+            try:
+                poller.unregister(fd)
+            except KeyError:
+                pass
+        for fd in now - watched:
+            poller.register(fd, select.POLLIN)
+        return now
+
+    def _poll(self, poller, at: list) -> list:
+        due = [a for a in at if a is not None]
+        timeout_ms = None if not due else max(0.0, min(due) - time.monotonic()) * 1000
+        try:
+            return poller.poll(timeout_ms)
+        except InterruptedError:
+            return []
 
     def _pump(self, fd: int, writer: LogWriter, poller, drain: bool = False) -> None:
         stream = self.streams[fd]
@@ -237,6 +415,13 @@ class Keeper:
                 if exc.errno != errno.EIO:  # EIO: the pty's last slave closed
                     raise
                 data = b""
+                if self.child_status is None:
+                    # Closing the master now would hang up the terminal of a command that closed its
+                    # output but still runs (SIGHUP, exit 129): keep it open until the command has exited.
+                    poller.unregister(fd)
+                    del self.streams[fd]
+                    self.parked.append(fd)
+                    return
             if not data:
                 poller.unregister(fd)
                 os.close(fd)
@@ -245,7 +430,7 @@ class Keeper:
             writer.write(stream, data)
 
     def _reap_all(self) -> bool:
-        """Reap every exited child; True while any child (so any descendant) is left."""
+        """Reap every exited child; True while any process of the attempt (a child, or below one) is left."""
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -254,7 +439,7 @@ class Keeper:
             except InterruptedError:
                 continue
             if pid == 0:
-                return True
+                break
             if pid == self.child_pid and self.child_status is None:
                 self.child_status = status
                 if os.WIFSIGNALED(status):
@@ -263,6 +448,14 @@ class Keeper:
                     self.record["exit_code"] = os.waitstatus_to_exitcode(status)
                 self.record["exited_at"] = time.time()
                 self._save()
+                for fd in self.parked:
+                    os.close(fd)
+                self.parked = []
+        spared = self.watch.excluded()
+        if not spared:
+            return True
+        me = os.getpid()
+        return any(ppid == me and pid not in spared for pid, ppid in procs.parent_map().items())
 
     def _begin_stop(self) -> None:
         self.stopping_since = time.monotonic()
@@ -271,18 +464,31 @@ class Keeper:
     def _signal_all(self, sig: int) -> None:
         if self.child_pid:
             procs.killpg_quietly(self.child_pid, sig)
-        for pid in procs.descendants(os.getpid()):
+        for pid in procs.descendants(os.getpid(), prune=self.watch.excluded()):
             procs.kill_quietly(pid, sig)
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
 
 
 def main(argv: list[str]) -> int:
     job_path, handshake_fd = Path(argv[1]), int(argv[2])
+    held = (int(argv[3]), int(argv[4])) if len(argv) >= 5 else None
     job = JobDir(job_path, job_path.name)
-    spec = read_json(job.keeper_spec_file)
+    try:
+        spec = read_json(job.keeper_spec_file)
+    except Exception as exc:
+        print(f"hbwrap keeper: {exc}", file=sys.stderr)
+        return 125
     if spec is None:
         print("hbwrap keeper: no keeper-spec.json", file=sys.stderr)
         return 125
-    return Keeper(job, spec, handshake_fd).run()
+    return Keeper(job, spec, handshake_fd, held).run()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""Leaf module: status and event names and the small value types shared by policy, supervisor and views."""
+"""Leaf module: status and event names, the run record (the one field list of state.json) and policy's value types."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
 from enum import Enum
 
 SCHEMA_VERSION = 1
@@ -19,6 +20,7 @@ class Status(str, Enum):
 
 
 ACTIVE_STATUSES = frozenset({Status.STARTING, Status.RUNNING, Status.BACKOFF})
+ACTIVE_VALUES = frozenset(s.value for s in ACTIVE_STATUSES)
 
 
 class Event(str, Enum):
@@ -36,10 +38,13 @@ class Event(str, Enum):
     STOP = "stop"
     ALERT_FAILED = "alert_failed"
     ALERT_OUTPUT = "alert_output"  # not in SPEC §7: what a successful --alert-cmd printed (never alerted on)
+    CRASH = "supervisor_crash"     # not in SPEC §7: an unexpected exception in the supervisor, with its traceback
 
 
+# events of hbwrap's own, beyond SPEC §7: never alerted on, not accepted by --alert-on
+OWN_EVENTS = frozenset({Event.ALERT_OUTPUT, Event.CRASH})
 # the events of SPEC §7: what --alert-on accepts and metrics always lists
-EVENT_NAMES = tuple(e.value for e in Event if e is not Event.ALERT_OUTPUT)
+EVENT_NAMES = tuple(e.value for e in Event if e not in OWN_EVENTS)
 
 
 class StallReason(str, Enum):
@@ -56,13 +61,27 @@ class RestartMode(str, Enum):
     ON_FAILURE = "on-failure"
 
 
+class Phase(str, Enum):
+    """Where a run is in its state machine (policy.advance moves it on)."""
+
+    LAUNCH = "launch"        # an attempt is due to start now
+    STARTING = "starting"    # its keeper was started; waiting for the keeper's handshake
+    RUNNING = "running"      # the attempt runs and is watched
+    STOPPING = "stopping"    # the kill signal was sent; grace, then SIGKILL, then our own fallback kill
+    ENDED = "ended"          # the attempt has ended: what follows is decided next
+    BACKOFF = "backoff"      # waiting before the next attempt
+    CLOSING = "closing"      # the run is over: alerts in flight and the keeper finish, then exit
+    DONE = "done"
+
+
 @dataclass(frozen=True)
 class AttemptEnd:
     """How one attempt ended, as the policy sees it.
 
     Exactly one of: ``stall`` set (hbwrap stopped it for missing a deadline), ``exec_error`` set
     (126/127, the command never ran), ``exit_code`` / ``signal`` (it ended by itself), or
-    ``lost`` (its keeper vanished and the exit status is unknown).
+    ``lost`` (its keeper vanished: the exit status is unknown, or the command was stopped because it
+    had lost its output capture).
     """
 
     exit_code: int | None = None
@@ -92,3 +111,128 @@ class Decision:
     exit_code: int = 0
     reason: str | None = None
     delay_s: float = 0.0
+
+
+# --- the run record: state.json ------------------------------------------------------------------
+
+class RecordError(ValueError):
+    """A state.json field of the wrong type (the file is readable JSON, but not a record we can trust)."""
+
+
+def iso(ts: float | None) -> str | None:
+    """ISO 8601 UTC with milliseconds, or None."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def parse_iso(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return datetime.strptime(text.replace("Z", "+0000"), "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+    except ValueError:
+        try:
+            return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+
+
+# field kinds: how each is checked and converted at the edge
+_INT, _OPT_INT, _STR, _OPT_STR, _TIME, _NUM, _OPT_NUM, _LIST, _DICT = (
+    "int", "int?", "str", "str?", "time", "num", "num?", "list", "dict")
+
+
+def _f(kind: str, default=None):
+    return field(default=default, metadata={"kind": kind})
+
+
+@dataclass
+class RunRecord:
+    """What a supervisor records of its run in state.json: the one field list, read and written here only.
+
+    Times are kept as monotonic seconds (the supervisor's clock); `to_doc` and `from_doc` convert them to
+    and from ISO 8601 UTC wall times with the offset `wall - mono` of the moment. A field of the wrong
+    type makes `from_doc` raise RecordError: such a record is shown as unreadable and never acted on.
+    """
+
+    name: str = _f(_STR, "")
+    run_id: str = _f(_STR, "")
+    status: str = _f(_STR, Status.STARTING.value)
+    generation: int = _f(_INT, 0)
+    attempt: int = _f(_INT, 0)
+    restarts: int = _f(_INT, 0)
+    heals: int = _f(_INT, 0)                 # replacements started by the keeper in this run (self-heal)
+    supervisor_pid: int | None = _f(_OPT_INT)
+    supervisor_start: int | None = _f(_OPT_INT)
+    lease_renewed_at: float = _f(_NUM, 0.0)  # wall seconds: read by other processes (keeper, run, watch)
+    lease_s: float = _f(_NUM, 30.0)
+    keeper_pid: int | None = _f(_OPT_INT)
+    keeper_start: int | None = _f(_OPT_INT)
+    child_pid: int | None = _f(_OPT_INT)
+    child_start: int | None = _f(_OPT_INT)
+    checkpoint: str | None = _f(_OPT_STR)
+    exit_code: int | None = _f(_OPT_INT)
+    fatal_line: str | None = _f(_OPT_STR)
+    exit_recorded: int | None = _f(_OPT_INT)  # the attempt whose `exit` event is written
+    started_at: float | None = _f(_TIME)
+    ended_at: float | None = _f(_TIME)
+    attempt_started_at: float | None = _f(_TIME)
+    last_life_at: float | None = _f(_TIME)
+    last_output_at: float | None = _f(_TIME)
+    last_progress_at: float | None = _f(_TIME)
+    next_deadline_at: float | None = _f(_TIME)
+    next_deadline: str | None = _f(_OPT_STR)
+    restart_at: float | None = _f(_TIME)
+    stop_reason: str | None = _f(_OPT_STR)
+    stop_started_at: float | None = _f(_TIME)
+    updated_at: float | None = _f(_TIME)
+    command: list = _f(_LIST, None)
+    options: dict = _f(_DICT, None)
+
+    def to_doc(self, offset_s: float) -> dict:
+        """The JSON document, times as ISO wall times (`offset_s` = wall - mono now)."""
+        doc: dict = {"schema": SCHEMA_VERSION}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.metadata["kind"] == _TIME:
+                value = iso(value + offset_s) if value is not None else None
+            doc[f.name] = value
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: dict, offset_s: float) -> "RunRecord":
+        """The record of a state.json document; RecordError names the first field of the wrong type."""
+        values = {}
+        for f in fields(cls):
+            if f.name not in doc:
+                continue
+            values[f.name] = _convert(f.name, f.metadata["kind"], doc[f.name], offset_s)
+        return cls(**values)
+
+
+def _convert(name: str, kind: str, value, offset_s: float):
+    optional = kind.endswith("?") or kind in (_TIME, _LIST, _DICT)
+    if value is None:
+        if optional:
+            return None
+        raise RecordError(f"field {name!r} is missing a value")
+    base = kind.rstrip("?")
+    ok = {
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "str": isinstance(value, str),
+        "num": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "time": isinstance(value, str),
+        "list": isinstance(value, list),
+        "dict": isinstance(value, dict),
+    }[base]
+    if not ok:
+        raise RecordError(f"field {name!r} has a value of the wrong type ({type(value).__name__})")
+    if base == "time":
+        ts = parse_iso(value)
+        if ts is None:
+            raise RecordError(f"field {name!r} is not an ISO 8601 time")
+        return ts - offset_s
+    if base == "num":
+        return float(value)
+    return value

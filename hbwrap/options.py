@@ -185,6 +185,7 @@ class RunOptions:
     pty: bool = False
     log_max_size: int = 50 * 1000 * 1000
     lease_s: float = 30.0
+    self_heal: bool = True
     alert_cmd: str | None = None
     alert_webhooks: tuple[str, ...] = ()
     webhook_format: str = "json"
@@ -255,7 +256,7 @@ def build_run_options(*, command: list[str], name: str | None, state_dir: str | 
                       probe_timeout=None, probe_failures=None, kill_signal=None, grace=None, restart=None,
                       max_restarts=None, backoff=None, backoff_max=None, retry_exit_codes=None,
                       fatal_pattern=None, resume=True, quiet=False, verbose=False, pty=False,
-                      log_max_size=None, lease=None, alert_cmd=None, alert_webhook=None, webhook_format=None,
+                      log_max_size=None, lease=None, self_heal=True, alert_cmd=None, alert_webhook=None, webhook_format=None,
                       alert_on=None, ping_url=None) -> RunOptions:
     """Validate raw option values (strings from the command line) into RunOptions; UsageError names the option."""
     if not command:
@@ -294,6 +295,7 @@ def build_run_options(*, command: list[str], name: str | None, state_dir: str | 
         alert_on=parse_alert_on(alert_on) if alert_on is not None else None,
         ping_url=ping_url,
         lease_s=lease_s,
+        self_heal=bool(self_heal),
         command=tuple(command),
         name=check_name(name) if name is not None else default_name(list(command)),
         state_dir=str(Path(state_dir).expanduser().absolute()) if state_dir else str(default_state_dir().absolute()),

@@ -1,15 +1,33 @@
-"""Pure decisions, no I/O: which deadline comes next, whether an attempt has stalled, what follows an attempt."""
+"""Pure decisions, no I/O: the run's state machine, its deadlines, what follows an attempt, and when to wake up.
+
+`advance(st, obs, now, opts, rng)` is the whole of supervision's judgement: it takes what the supervisor
+observed at one wake-up, moves the run state `st` on (attempt phase, stopping with its grace and
+fallback, back-off, lease renewal) and returns the actions for the supervisor to carry out; `wake_at`
+says when something is next due. The supervisor loop and the takeover path both run through here, so a
+decision is made the same way whoever makes it.
+"""
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from hbwrap.model import AttemptEnd, Decision, DecisionKind, RestartMode, StallReason
-from hbwrap.options import RunOptions
+from hbwrap.model import (AttemptEnd, Decision, DecisionKind, Event, Phase, RestartMode, RunRecord, StallReason,
+                          Status)
+from hbwrap.options import RunOptions, signal_name
 
 # when several deadlines fall due together, the one that says most about the run wins
-_PRIORITY = {StallReason.DEADLINE: 0, StallReason.TIMEOUT: 1, StallReason.RESPONSE: 2, StallReason.PROGRESS: 3}
+_PRIORITY = {StallReason.DEADLINE: 0, StallReason.TIMEOUT: 1, StallReason.RESPONSE: 2, StallReason.PROGRESS: 3,
+             StallReason.PROBE: 4}
 
+HANDSHAKE_TIMEOUT_S = 30.0    # a keeper that has not reported by then is abandoned
+STATE_FLUSH_S = 1.0           # liveness fields reach state.json at most this late
+STATE_RENEW_S = 10.0          # an idle supervisor still rewrites its record (its lease) this often
+CHECKPOINT_EVENT_SPACING_S = 0.05  # at most 20 checkpoint events a second; the latest value is never lost
+KILL_FALLBACK_S = 5.0         # beyond --grace: if the keeper has not finished the kill, do it ourselves
+SIGKILL = 9
+
+
+# --- deadlines -------------------------------------------------------------------------------------
 
 @dataclass
 class Clocks:
@@ -19,6 +37,13 @@ class Clocks:
     attempt_started: float
     last_life: float
     last_progress: float
+
+
+def clocks_of(rec: RunRecord) -> Clocks:
+    attempt = rec.attempt_started_at if rec.attempt_started_at is not None else (rec.started_at or 0.0)
+    return Clocks(rec.started_at or 0.0, attempt,
+                  max(rec.last_life_at, attempt) if rec.last_life_at is not None else attempt,
+                  max(rec.last_progress_at, attempt) if rec.last_progress_at is not None else attempt)
 
 
 def _enabled(value: float | None) -> bool:
@@ -69,12 +94,16 @@ def exit_code_of(end: AttemptEnd) -> int:
         return 128 + end.signal
     if end.exit_code is not None:
         return end.exit_code
-    return 125  # the exit status is unknown (the keeper was lost)
+    return 125  # the exit status is unknown, or the command was stopped because its keeper was lost
 
 
 def decide(opts: RunOptions, end: AttemptEnd, restarts_done: int, now: float, run_started: float,
            rng: random.Random) -> Decision:
-    """What follows an attempt that ended as `end`, after `restarts_done` restarts in this run."""
+    """What follows an attempt that ended as `end`, after `restarts_done` restarts in this run.
+
+    A lost keeper is retried as a stall would be (it was not the command's failure), with exit 125 if the
+    run ends there.
+    """
     if end.succeeded:
         return Decision(DecisionKind.SUCCEED, 0)
     if end.exec_error is not None:
@@ -83,12 +112,15 @@ def decide(opts: RunOptions, end: AttemptEnd, restarts_done: int, now: float, ru
     deadline = run_deadline_at(opts, run_started)
     if end.stall is StallReason.DEADLINE or (deadline is not None and now >= deadline):
         return Decision(DecisionKind.ESCALATE, 124, "deadline")
-    code = 124 if end.stall is not None else exit_code_of(end)
-    if end.stall is not None:
+    if end.lost:
+        code = 124 if end.stall is not None else 125
+    else:
+        code = 124 if end.stall is not None else exit_code_of(end)
+    if end.stall is not None or end.lost:
         retryable = opts.restart in (RestartMode.ON_STALL, RestartMode.ON_FAILURE)
     else:
         retryable = opts.restart is RestartMode.ON_FAILURE and (
-            end.lost or opts.retry_exit_codes is None or code in opts.retry_exit_codes)
+            opts.retry_exit_codes is None or code in opts.retry_exit_codes)
     if end.fatal:
         return Decision(DecisionKind.ESCALATE, code, "fatal")
     if retryable and restarts_done < opts.max_restarts:
@@ -96,6 +128,510 @@ def decide(opts: RunOptions, end: AttemptEnd, restarts_done: int, now: float, ru
                         delay_s=backoff_delay(opts, restarts_done + 1, rng))
     if retryable:
         return Decision(DecisionKind.ESCALATE, code, "restarts exhausted")
+    if end.lost:
+        return Decision(DecisionKind.ESCALATE, code, "keeper lost")
     if end.stall is not None:
         return Decision(DecisionKind.ESCALATE, code, "stall")
     return Decision(DecisionKind.FAIL, code, "exit")
+
+
+# --- the state machine -----------------------------------------------------------------------------
+
+@dataclass
+class Observations:
+    """What the supervisor found at one wake-up (everything is optional)."""
+
+    output: bool = False                   # new output bytes
+    life: bool = False                     # the heartbeat file was touched
+    progress: list = field(default_factory=list)  # progress: a checkpoint value each, or None for a change without one
+    fatal_lines: list = field(default_factory=list)
+    signals: list = field(default_factory=list)
+    launched: tuple | None = None          # ("ok", pid, start) | ("exec", code, message) | ("lost", started, text)
+    ended: dict | None = None              # the keeper's record, once it says the attempt's processes are gone
+    keeper_gone: bool = False              # the keeper process is gone and its record does not say it ended
+    command_alive: bool = False            # with keeper_gone: the command is still running, unkept
+    group_gone: bool = False               # stopping an unkept group: nothing of it is left
+    probe_exit: int | None = None          # the probe that finished: its exit code (-1: it timed out)
+
+
+@dataclass(frozen=True)
+class Action:
+    """Something for the supervisor to do. `kind` is one of the names below; `args` what it needs."""
+
+    kind: str
+    args: dict = field(default_factory=dict)
+
+
+LAUNCH, EMIT, SAY, REQUEST_STOP, FORCE_KILL, SIGNAL_GROUP, SWEEP = (
+    "launch", "emit", "say", "request_stop", "force_kill", "signal_group", "sweep")
+START_PROBE, KILL_PROBE, WRITE_STATE, RELEASE_KEEPER, FAIL, REPLAY_QUIET = (
+    "start_probe", "kill_probe", "write_state", "release_keeper", "fail", "replay_quiet")
+
+
+def _emit(event: Event, **fields) -> Action:
+    return Action(EMIT, {"event": event, "fields": {k: v for k, v in fields.items() if v is not None}})
+
+
+def _say(text: str) -> Action:
+    return Action(SAY, {"text": text})
+
+
+@dataclass
+class RunState:
+    """The explicit state of one run: its record (what state.json holds) and what lives only in memory."""
+
+    rec: RunRecord
+    phase: Phase = Phase.LAUNCH
+    end: AttemptEnd | None = None          # the attempt that ended, until it is decided on
+    stall: StallReason | None = None       # why the attempt is being stopped (None: a stop signal)
+    sigkill_noted: bool = False
+    forced: bool = False
+    unkept: bool = False                   # stopping a command group whose keeper is gone: we do it ourselves
+    signals: list = field(default_factory=list)
+    signals_acted: int = 0
+    stopped_by: str | None = None          # who asked for the stop when it was not a signal from outside
+    launch_deadline: float | None = None
+    launch_resume: str | None = None       # the HBWRAP_RESUME_FROM the attempt being started was given
+    next_probe_at: float | None = None
+    probe_started_at: float | None = None
+    probe_failures: int = 0
+    probe_detail: str = ""
+    pending_checkpoint: str | None = None
+    checkpoint_event_at: float = -1e9
+    state_written_at: float = -1e9
+    state_dirty: bool = False
+    exit_code: int | None = None           # hbwrap's exit code once the run is over
+
+
+def _renew_s(opts: RunOptions) -> float:
+    return max(0.05, min(STATE_RENEW_S, opts.lease_s / 3))
+
+
+def _fmt_s(seconds: float) -> str:
+    return f"{seconds:.3g}s" if seconds < 100 else f"{seconds:.0f}s"
+
+
+def stall_detail(st: RunState, reason: StallReason, now: float, opts: RunOptions) -> str:
+    c = clocks_of(st.rec)
+    if reason is StallReason.RESPONSE:
+        return (f"no sign of life for {_fmt_s(now - c.last_life)} "
+                f"(--response-timeout {_fmt_s(opts.response_timeout_s)})")
+    if reason is StallReason.PROGRESS:
+        return (f"no progress for {_fmt_s(now - c.last_progress)} "
+                f"(--progress-timeout {_fmt_s(opts.progress_timeout_s)})")
+    if reason is StallReason.TIMEOUT:
+        return f"attempt ran for {_fmt_s(now - c.attempt_started)} (--timeout {_fmt_s(opts.timeout_s)})"
+    if reason is StallReason.DEADLINE:
+        return f"run ran for {_fmt_s(now - c.run_started)} (--deadline {_fmt_s(opts.deadline_s)})"
+    return f"probe failed {st.probe_failures} times in a row ({st.probe_detail})"
+
+
+def resume_value(st: RunState, opts: RunOptions) -> str | None:
+    return st.rec.checkpoint if opts.resume and st.rec.checkpoint else None
+
+
+def _observe(st: RunState, obs: Observations, now: float, opts: RunOptions, out: list) -> None:
+    """Fold the observations into the record: signs of life, progress, fatal lines, signals, probes."""
+    rec = st.rec
+    st.signals.extend(obs.signals)
+    if obs.output:
+        rec.last_output_at = rec.last_life_at = now
+        st.state_dirty = True
+    if obs.life:
+        rec.last_life_at = now
+        st.state_dirty = True
+    for value in obs.progress:
+        rec.last_progress_at = rec.last_life_at = now
+        st.state_dirty = True
+        if value is not None and value != rec.checkpoint:
+            rec.checkpoint = value
+            st.pending_checkpoint = value
+    for line in obs.fatal_lines:
+        if rec.fatal_line is None:
+            rec.fatal_line = line
+            st.state_dirty = True
+            out.append(_say(f"fatal pattern matched: {line[:200]!r}; this attempt will not be retried"))
+    if obs.probe_exit is not None:
+        st.probe_started_at = None
+        if obs.probe_exit == 0:
+            st.probe_failures = 0  # a passing probe is not a sign of life (SPEC §2): it only resets the count
+        else:
+            st.probe_failures += 1
+            st.probe_detail = ("it timed out after " + _fmt_s(opts.probe_timeout_s) if obs.probe_exit < 0
+                               else f"it exited with code {obs.probe_exit}")
+
+
+def advance(st: RunState, obs: Observations, now: float, opts: RunOptions, rng: random.Random) -> list[Action]:
+    """Move the run on from what was observed at `now`; the actions to carry out, in order."""
+    out: list[Action] = []
+    _observe(st, obs, now, opts, out)
+    while True:
+        before = st.phase
+        _STEPS[st.phase](st, obs, now, opts, rng, out)
+        if st.phase is before:
+            break
+        obs = Observations()  # what was observed has been acted on by the phase that saw it
+    if st.pending_checkpoint is not None and now >= st.checkpoint_event_at + CHECKPOINT_EVENT_SPACING_S:
+        out.append(_emit(Event.CHECKPOINT, checkpoint=st.pending_checkpoint))
+        st.pending_checkpoint = None
+        st.checkpoint_event_at = now
+    if st.phase not in (Phase.CLOSING, Phase.DONE) and (
+            st.state_dirty and now >= st.state_written_at + STATE_FLUSH_S or
+            now >= st.state_written_at + _renew_s(opts)):
+        out.append(Action(WRITE_STATE))
+    return out
+
+
+def note_state_written(st: RunState, now: float, opts: RunOptions) -> None:
+    """The supervisor wrote state.json at `now`: the lease is renewed and the next deadline recorded."""
+    st.state_written_at = now
+    st.state_dirty = False
+
+
+def recorded_deadline(st: RunState, opts: RunOptions) -> tuple[float | None, str | None]:
+    """(instant, name) of what the run waits for next, as state.json and `status` show it."""
+    if st.phase is Phase.RUNNING:
+        found = next_deadline(opts, clocks_of(st.rec))
+        return (found[0], found[1].value) if found else (None, None)
+    if st.phase is Phase.BACKOFF:
+        return st.rec.restart_at, "restart"
+    return None, None
+
+
+def _step_launch(st: RunState, obs: Observations, now: float, opts: RunOptions, rng, out: list) -> None:
+    rec = st.rec
+    if st.signals:
+        _finish_stopped(st, now, out)
+        return
+    rec.attempt += 1
+    rec.attempt_started_at = now
+    rec.status = Status.STARTING.value
+    rec.fatal_line = rec.stop_reason = rec.stop_started_at = rec.restart_at = None
+    rec.child_pid = rec.child_start = rec.keeper_pid = rec.keeper_start = None
+    st.stall, st.end, st.sigkill_noted, st.forced, st.unkept = None, None, False, False, False
+    st.probe_failures, st.probe_started_at, st.next_probe_at = 0, None, None
+    st.launch_deadline = now + HANDSHAKE_TIMEOUT_S
+    st.launch_resume = resume_value(st, opts)
+    out.append(Action(WRITE_STATE))  # records the attempt number before its keeper exists (takeover relies on it)
+    out.append(Action(LAUNCH, {"resume_from": st.launch_resume}))
+    st.phase = Phase.STARTING
+
+
+def _step_starting(st: RunState, obs: Observations, now: float, opts: RunOptions, rng, out: list) -> None:
+    rec = st.rec
+    launched = obs.launched
+    if launched is None:
+        return
+    kind = launched[0]
+    if kind == "ok":
+        rec.child_pid, rec.child_start = launched[1], launched[2]
+        rec.attempt_started_at = now
+        rec.status = Status.RUNNING.value
+        st.phase = Phase.RUNNING
+        if opts.probe:
+            st.next_probe_at = now + opts.start_grace_s + opts.probe_interval_s
+        out.append(_emit(Event.ATTEMPT_START, child_pid=rec.child_pid, resume_from=st.launch_resume))
+        out.append(Action(WRITE_STATE))
+        return
+    if kind == "exec":
+        code, message = launched[1], launched[2]
+        out.append(_say(f"cannot run {opts.command[0]!r}: {message}"))
+        out.append(_emit(Event.EXIT, exit_code=code, reason="not found" if code == 127 else "not executable",
+                         detail=message))
+        rec.exit_recorded = rec.attempt
+        st.end = AttemptEnd(exec_error=code)
+        st.phase = Phase.ENDED
+        return
+    started, text = launched[1], launched[2]
+    if not started:
+        out.append(Action(FAIL, {"message": f"the keeper process failed to start{': ' + text if text else ''}"}))
+        st.phase = Phase.DONE
+        return
+    # the keeper started the command, then died before it could say so; what it started was killed
+    out.append(_emit(Event.ATTEMPT_START, resume_from=st.launch_resume, detail="keeper lost while starting"))
+    out.append(_say("the keeper process died while starting the command; stopped what it had started"))
+    st.end = AttemptEnd(lost=True)
+    st.phase = Phase.ENDED
+
+
+def _begin_stop(st: RunState, reason: StallReason | None, now: float, opts: RunOptions, out: list) -> None:
+    rec = st.rec
+    st.phase = Phase.STOPPING
+    st.stall = reason
+    rec.stop_reason = reason.value if reason else "stop"
+    rec.stop_started_at = now
+    sig = signal_name(opts.kill_signal)
+    if st.probe_started_at is not None:
+        out.append(Action(KILL_PROBE))
+        st.probe_started_at = None
+    if reason is not None:
+        detail = stall_detail(st, reason, now, opts)
+        out.append(_emit(Event.STALL, reason=reason.value, detail=detail, checkpoint=rec.checkpoint))
+        out.append(_say(f"{opts.name} stalled ({reason.value}): {detail}; stopping it with {sig}, "
+                        f"SIGKILL after {_fmt_s(opts.grace_s)}"))
+    out.append(Action(REQUEST_STOP))
+    out.append(_emit(Event.KILL, signal=sig, pid=rec.child_pid, reason=rec.stop_reason))
+    out.append(Action(WRITE_STATE))
+
+
+def _begin_unkept_stop(st: RunState, now: float, opts: RunOptions, out: list) -> None:
+    """The keeper died and the command runs on without its output capture: stop its group ourselves."""
+    rec = st.rec
+    already = st.phase is Phase.STOPPING
+    st.phase, st.unkept = Phase.STOPPING, True
+    if not already:
+        rec.stop_reason, rec.stop_started_at = "keeper lost", now
+    sig = SIGKILL if already and now >= (rec.stop_started_at or now) + opts.grace_s else opts.kill_signal
+    out.append(_say(f"the keeper of {opts.name} died while the command was running; the command lost its "
+                    f"output capture, so it is stopped ({signal_name(sig)}) and the attempt counts as a stall"))
+    out.append(Action(SIGNAL_GROUP, {"signal": sig}))
+    out.append(_emit(Event.KILL, signal=signal_name(sig), pid=rec.child_pid, reason="keeper lost"))
+    st.sigkill_noted = sig == SIGKILL
+    out.append(Action(WRITE_STATE))
+
+
+def _end_from_record(st: RunState, record: dict) -> AttemptEnd:
+    fatal = st.rec.fatal_line is not None
+    if record.get("exec_error") is not None:
+        return AttemptEnd(exec_error=int(record["exec_error"]))
+    code, sig = record.get("exit_code"), record.get("exit_signal")
+    if code is None and sig is None:
+        return AttemptEnd(lost=True, stall=st.stall, fatal=fatal)
+    return AttemptEnd(exit_code=code, signal=sig, stall=st.stall, fatal=fatal)
+
+
+def _attempt_ended(st: RunState, obs: Observations, now: float, out: list) -> bool:
+    """React to the keeper's record saying the attempt's processes are gone; True if it did."""
+    if obs.ended is None:
+        return False
+    if obs.ended.get("sigkill_at") and not st.sigkill_noted:
+        # the keeper's SIGKILL and its exit fell in one wake-up: record the kill all the same
+        st.sigkill_noted = True
+        out.append(_emit(Event.KILL, signal="SIGKILL", pid=st.rec.child_pid))
+    st.end = _end_from_record(st, obs.ended)
+    st.phase = Phase.ENDED
+    return True
+
+
+def _keeper_lost(st: RunState, obs: Observations, now: float, opts: RunOptions, out: list) -> bool:
+    if not obs.keeper_gone:
+        return False
+    if obs.command_alive and not st.unkept:
+        _begin_unkept_stop(st, now, opts, out)
+        return True
+    if not obs.command_alive:
+        out.append(Action(SWEEP, {"why": "keeper lost: escaped processes"}))
+        st.end = AttemptEnd(lost=True, stall=st.stall, fatal=st.rec.fatal_line is not None)
+        st.phase = Phase.ENDED
+        return True
+    return False
+
+
+def _step_running(st: RunState, obs: Observations, now: float, opts: RunOptions, rng, out: list) -> None:
+    if _attempt_ended(st, obs, now, out) or _keeper_lost(st, obs, now, opts, out):
+        return
+    if len(st.signals) > st.signals_acted:
+        st.signals_acted = len(st.signals)
+        _begin_stop(st, None, now, opts, out)
+        return
+    reason = due_stall(opts, clocks_of(st.rec), now)
+    if reason is None and opts.probe and st.probe_failures >= opts.probe_failures:
+        reason = StallReason.PROBE
+    if reason is not None:
+        _begin_stop(st, reason, now, opts, out)
+        return
+    if opts.probe:
+        if st.probe_started_at is not None and now >= st.probe_started_at + opts.probe_timeout_s:
+            out.append(Action(KILL_PROBE))  # its exit arrives as a probe_exit of -1
+        elif st.probe_started_at is None and st.next_probe_at is not None and now >= st.next_probe_at:
+            out.append(Action(START_PROBE))
+            st.probe_started_at = now
+            st.next_probe_at = now + opts.probe_interval_s
+
+
+def _step_stopping(st: RunState, obs: Observations, now: float, opts: RunOptions, rng, out: list) -> None:
+    rec = st.rec
+    if _attempt_ended(st, obs, now, out):
+        return
+    if st.unkept:
+        if obs.group_gone:
+            out.append(Action(SWEEP, {"why": "keeper lost: escaped processes"}))
+            st.end = AttemptEnd(lost=True, stall=st.stall, fatal=rec.fatal_line is not None)
+            st.phase = Phase.ENDED
+            return
+    elif _keeper_lost(st, obs, now, opts, out):
+        return
+    started = rec.stop_started_at if rec.stop_started_at is not None else now
+    if len(st.signals) > st.signals_acted:
+        st.signals_acted = len(st.signals)
+        if len(st.signals) > 1 and not st.forced:
+            st.forced = True
+            out.append(Action(SIGNAL_GROUP if st.unkept else FORCE_KILL,
+                              {"signal": SIGKILL, "why": "a second stop signal"}))
+            if not st.sigkill_noted:
+                st.sigkill_noted = True
+                out.append(_emit(Event.KILL, signal="SIGKILL", pid=rec.child_pid, reason="a second stop signal"))
+    if not st.sigkill_noted and now >= started + opts.grace_s:
+        st.sigkill_noted = True
+        if st.unkept:
+            out.append(Action(SIGNAL_GROUP, {"signal": SIGKILL}))
+        out.append(_emit(Event.KILL, signal="SIGKILL", pid=rec.child_pid,
+                         reason="keeper lost" if st.unkept else None))
+    if now >= started + opts.grace_s + KILL_FALLBACK_S:
+        if st.unkept:
+            # what is left of the group does not die even of SIGKILL (uninterruptible): stop waiting for it
+            out.append(Action(SWEEP, {"why": "keeper lost: escaped processes"}))
+            st.end = AttemptEnd(lost=True, stall=st.stall, fatal=rec.fatal_line is not None)
+            st.phase = Phase.ENDED
+        elif not st.forced:
+            st.forced = True
+            out.append(Action(FORCE_KILL, {"why": "the keeper did not finish the kill in time"}))
+
+
+def _step_ended(st: RunState, obs: Observations, now: float, opts: RunOptions, rng, out: list) -> None:
+    rec, end = st.rec, st.end or AttemptEnd(lost=True)
+    if rec.exit_recorded != rec.attempt:
+        out.append(_exit_event(end))
+        rec.exit_recorded = rec.attempt
+    rec.child_pid = rec.child_start = None
+    rec.stop_reason = rec.stop_started_at = None
+    if st.signals:
+        _finish_stopped(st, now, out)
+        return
+    decision = decide(opts, end, rec.restarts, now, rec.started_at or now, rng)
+    st.end = None
+    if decision.kind is not DecisionKind.RESTART:
+        _finish(st, decision, end, now, opts, out)
+        return
+    rec.restarts += 1
+    resume = resume_value(st, opts)
+    why = "keeper lost" if end.lost and end.stall is None else "stall" if end.stall or end.lost else "failure"
+    out.append(_emit(Event.RESTART, delay_s=round(decision.delay_s, 3), restarts=rec.restarts, reason=why,
+                     resume_from=resume))
+    out.append(_say(f"restarting {opts.name} in {_fmt_s(decision.delay_s)} (restart {rec.restarts} of "
+                    f"{opts.max_restarts}){', resuming from ' + rec.checkpoint if resume else ''}"))
+    rec.restart_at = now + decision.delay_s
+    rec.status = Status.BACKOFF.value
+    st.phase = Phase.BACKOFF
+    out.append(Action(WRITE_STATE))
+
+
+def _exit_event(end: AttemptEnd) -> Action:
+    if end.exec_error is not None:
+        return _emit(Event.EXIT, exit_code=end.exec_error,
+                     reason="not found" if end.exec_error == 127 else "not executable")
+    if end.lost:
+        return _emit(Event.EXIT, reason="keeper lost",
+                     detail="the keeper process died; the command was stopped or had ended, exit status unknown")
+    if end.signal is not None:
+        return _emit(Event.EXIT, signal=signal_name(end.signal))
+    return _emit(Event.EXIT, exit_code=end.exit_code)
+
+
+def _step_backoff(st: RunState, obs: Observations, now: float, opts: RunOptions, rng, out: list) -> None:
+    rec = st.rec
+    if st.signals:
+        _finish_stopped(st, now, out)
+        return
+    restart_at = rec.restart_at if rec.restart_at is not None else now
+    deadline = run_deadline_at(opts, rec.started_at or now)
+    if deadline is not None and deadline <= restart_at and now >= deadline:
+        out.append(_emit(Event.STALL, reason=StallReason.DEADLINE.value, detail="--deadline passed during back-off"))
+        _finish(st, Decision(DecisionKind.ESCALATE, 124, "deadline"), AttemptEnd(), now, opts, out)
+        return
+    if now >= restart_at:
+        rec.restart_at = None
+        st.phase = Phase.LAUNCH
+
+
+def _finish(st: RunState, decision: Decision, end: AttemptEnd, now: float, opts: RunOptions, out: list) -> None:
+    rec = st.rec
+    code = decision.exit_code
+    rec.exit_code, st.exit_code = code, code
+    if decision.kind is DecisionKind.SUCCEED:
+        out.append(_emit(Event.SUCCESS, exit_code=0, checkpoint=rec.checkpoint))
+        rec.status = Status.SUCCEEDED.value
+    elif decision.kind is DecisionKind.FAIL:
+        out.append(_emit(Event.FAILURE, exit_code=code, reason=decision.reason, checkpoint=rec.checkpoint))
+        rec.status = Status.FAILED.value
+        out.append(_say(f"{opts.name} failed with exit code {code}"))
+    else:
+        reason = decision.reason
+        out.append(_emit(Event.ESCALATE, exit_code=code, reason=reason, stall=end.stall.value if end.stall else None,
+                         restarts=rec.restarts, checkpoint=rec.checkpoint,
+                         fatal_line=rec.fatal_line if reason == "fatal" else None))
+        rec.status = Status.ESCALATED.value
+        what = {"deadline": "the run's --deadline passed", "fatal": "a --fatal-pattern matched",
+                "restarts exhausted": f"restarts exhausted ({rec.restarts} of {opts.max_restarts})",
+                "stall": "it stalled and --restart is never",
+                "keeper lost": "its keeper was lost and --restart is never"}.get(reason, reason)
+        out.append(_say(f"giving up on {opts.name}: {what}; exit code {code}"))
+    _close_run(st, now, out, replay=code != 0)
+
+
+def _finish_stopped(st: RunState, now: float, out: list) -> None:
+    rec = st.rec
+    signum = st.signals[0]
+    code = 128 + signum
+    rec.exit_code, st.exit_code = code, code
+    out.append(_emit(Event.STOP, signal=signal_name(signum), exit_code=code, by=st.stopped_by))
+    rec.status = Status.STOPPED.value
+    how = f"({st.stopped_by})" if st.stopped_by else f"on {signal_name(signum)}"
+    out.append(_say(f"stopped {rec.name} {how}"))
+    _close_run(st, now, out, replay=True)
+
+
+def _close_run(st: RunState, now: float, out: list, replay: bool) -> None:
+    rec = st.rec
+    rec.ended_at = now
+    rec.child_pid = rec.child_start = rec.restart_at = None
+    rec.stop_reason = rec.stop_started_at = None
+    out.append(Action(WRITE_STATE))
+    out.append(Action(RELEASE_KEEPER))
+    if replay:
+        out.append(Action(REPLAY_QUIET))
+    st.phase = Phase.CLOSING
+
+
+def _step_idle(st: RunState, obs: Observations, now: float, opts: RunOptions, rng, out: list) -> None:
+    return
+
+
+_STEPS = {Phase.LAUNCH: _step_launch, Phase.STARTING: _step_starting, Phase.RUNNING: _step_running,
+          Phase.STOPPING: _step_stopping, Phase.ENDED: _step_ended, Phase.BACKOFF: _step_backoff,
+          Phase.CLOSING: _step_idle, Phase.DONE: _step_idle}
+
+
+def wake_at(st: RunState, opts: RunOptions, now: float) -> float | None:
+    """The next instant something is due (None: nothing until an observation arrives)."""
+    rec = st.rec
+    at: list[float] = []
+    phase = st.phase
+    if phase in (Phase.LAUNCH, Phase.ENDED):
+        return now
+    if phase is Phase.STARTING and st.launch_deadline is not None:
+        at.append(st.launch_deadline)
+    if phase is Phase.RUNNING:
+        found = next_deadline(opts, clocks_of(rec))
+        if found:
+            at.append(found[0])
+        if opts.probe:
+            if st.probe_started_at is not None:
+                at.append(st.probe_started_at + opts.probe_timeout_s)
+            elif st.next_probe_at is not None:
+                at.append(st.next_probe_at)
+    if phase is Phase.STOPPING:
+        started = rec.stop_started_at if rec.stop_started_at is not None else now
+        if not st.sigkill_noted:
+            at.append(started + opts.grace_s)
+        at.append(started + opts.grace_s + KILL_FALLBACK_S)
+    if phase is Phase.BACKOFF:
+        at.append(rec.restart_at if rec.restart_at is not None else now)
+        deadline = run_deadline_at(opts, rec.started_at or now)
+        if deadline is not None:
+            at.append(deadline)
+    if st.pending_checkpoint is not None:
+        at.append(st.checkpoint_event_at + CHECKPOINT_EVENT_SPACING_S)
+    if phase not in (Phase.CLOSING, Phase.DONE):
+        at.append(st.state_written_at + (STATE_FLUSH_S if st.state_dirty else _renew_s(opts)))
+    return min(at) if at else None

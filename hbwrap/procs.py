@@ -54,17 +54,18 @@ def parent_map() -> dict[int, int]:
     return {pid: ppid for pid, state, ppid in _stats() if state != b"Z"}
 
 
-def descendants(root: int) -> list[int]:
-    """Live descendants of `root` (not root itself), found through the parent links in /proc."""
+def descendants(root: int, prune=frozenset()) -> list[int]:
+    """Live descendants of `root` (not root itself), found through the parent links in /proc; the subtrees
+    of the pids in `prune` (themselves included) are left out."""
     parents = parent_map()
     children: dict[int, list[int]] = {}
     for pid, ppid in parents.items():
         children.setdefault(ppid, []).append(pid)
-    found, stack = [], list(children.get(root, ()))
+    found, stack = [], [pid for pid in children.get(root, ()) if pid not in prune]
     while stack:
         pid = stack.pop()
         found.append(pid)
-        stack.extend(children.get(pid, ()))
+        stack.extend(child for child in children.get(pid, ()) if child not in prune)
     return found
 
 
@@ -202,3 +203,20 @@ def find_by_environ(pairs: dict[str, str], exclude=frozenset()) -> list[int]:
     inherit: when the keeper is gone, this is how the attempt's processes are still found.
     """
     return _find("environ", [f"{k}={v}".encode() for k, v in pairs.items()], exclude)
+
+
+def original_environ() -> dict[str, str]:
+    """The environment this process was started with, as exec gave it (/proc/self/environ).
+
+    os.environ may hold what Python added at start-up (PEP 538 locale coercion sets LC_CTYPE); the
+    command must get exactly hbwrap's own environment (SPEC §6), so it is built from this.
+    """
+    items = _nul_list(os.getpid(), "environ")
+    if not items:
+        return dict(os.environ)
+    env = {}
+    for item in items:
+        key, sep, value = item.partition(b"=")
+        if sep and key:
+            env[os.fsdecode(key)] = os.fsdecode(value)
+    return env

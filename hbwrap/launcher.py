@@ -1,0 +1,315 @@
+"""Starting an attempt: the command's environment, the keeper process and its handshake, probes, and handles
+through which the supervisor observes and signals an attempt's processes (only ever after verifying them)."""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from hbwrap import procs
+from hbwrap.errors import HbwrapError, StateError
+from hbwrap.jobstore import JobDir, write_json_atomic
+from hbwrap.model import SCHEMA_VERSION, RunRecord
+from hbwrap.options import RunOptions
+
+HBWRAP_VARS = ("HBWRAP_JOB", "HBWRAP_RUN_ID", "HBWRAP_ATTEMPT", "HBWRAP_CHECKPOINT_FILE", "HBWRAP_HEARTBEAT_FILE",
+               "HBWRAP_RESUME_FROM", "HBWRAP_FENCE")
+
+
+def env_changes(opts: RunOptions, rec: RunRecord, resume: str | None, checkpoint_path: Path, heartbeat_path: Path,
+                base: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """(set, unset): what the command's environment adds to, and removes from, hbwrap's own (SPEC §6).
+
+    Nothing else differs from the environment hbwrap was started with: not even what Python adds at
+    start-up (its locale coercion's LC_CTYPE), which is why `base` is read from /proc/self/environ.
+    """
+    env = {"HBWRAP_JOB": opts.name, "HBWRAP_RUN_ID": rec.run_id, "HBWRAP_ATTEMPT": str(rec.attempt),
+           "HBWRAP_CHECKPOINT_FILE": str(checkpoint_path), "HBWRAP_HEARTBEAT_FILE": str(heartbeat_path),
+           "HBWRAP_FENCE": str(rec.generation)}
+    unset = []
+    if resume is not None:
+        env["HBWRAP_RESUME_FROM"] = resume
+    elif "HBWRAP_RESUME_FROM" in base:
+        unset.append("HBWRAP_RESUME_FROM")
+    if "PYTHONUNBUFFERED" not in base:
+        env["PYTHONUNBUFFERED"] = "1"
+    if opts.pty:
+        env["PAGER"] = "cat"
+        if "TERM" not in base:
+            env["TERM"] = "xterm"
+        env["COLUMNS"], env["LINES"] = "500", "50"
+    return env, unset
+
+
+def apply_env(base: dict[str, str], changes: tuple[dict[str, str], list[str]]) -> dict[str, str]:
+    env = dict(base)
+    env.update(changes[0])
+    for key in changes[1]:
+        env.pop(key, None)
+    return env
+
+
+def attempt_markers(rec: RunRecord, heartbeat_path: Path) -> dict[str, str]:
+    """Environment entries unique to one attempt: how its processes are found once their keeper is gone."""
+    return {"HBWRAP_RUN_ID": rec.run_id, "HBWRAP_ATTEMPT": str(rec.attempt), "HBWRAP_HEARTBEAT_FILE": str(heartbeat_path)}
+
+
+class AttemptHandle:
+    """The supervisor's side of one attempt: its keeper (started by us, or adopted) and the command it holds.
+
+    Every signal goes to a process only after its identity is verified against the recorded start time
+    (and, for the keeper, its command line; for the command, the run id in its environment).
+    """
+
+    def __init__(self, job: JobDir, rec: RunRecord, markers: dict[str, str], keeper_pid: int,
+                 keeper_start: int | None, popen: subprocess.Popen | None = None, handshake_fd: int | None = None,
+                 exclude=frozenset()):
+        self.job, self.run_id, self.attempt = job, rec.run_id, rec.attempt
+        self.markers = markers
+        self.keeper_pid, self.keeper_start = keeper_pid, keeper_start
+        self.popen = popen
+        self.handshake_fd = handshake_fd
+        self._handshake_buf = b""
+        self.child_pid: int | None = None
+        self.child_start: int | None = None
+        self.pidfd = procs.pidfd_open(keeper_pid)
+        self.group_pidfd: int | None = None
+        self.exclude = exclude  # callable -> set of our own pids (probes, alert commands): never swept
+        self._released = False
+        self._group_verified = False
+
+    @classmethod
+    def adopt(cls, job: JobDir, rec: RunRecord, markers: dict[str, str], keeper: dict, exclude) -> "AttemptHandle":
+        handle = cls(job, rec, markers, keeper.get("keeper_pid"), keeper.get("keeper_start"), exclude=exclude)
+        handle.child_pid, handle.child_start = keeper.get("child_pid"), keeper.get("child_start")
+        return handle
+
+    # --- observing ------------------------------------------------------------------------------
+    def fds(self) -> list[int]:
+        return [fd for fd in (self.handshake_fd, self.pidfd, self.group_pidfd) if fd is not None]
+
+    def handshake(self) -> tuple | None:
+        """("ok", pid, start) | ("exec", code, message) | ("lost", started, text) once the keeper reported."""
+        if self.handshake_fd is None:
+            return None
+        try:
+            chunk = os.read(self.handshake_fd, 4096)
+        except BlockingIOError:
+            return None
+        self._handshake_buf += chunk
+        if b"\n" not in self._handshake_buf and chunk:
+            return None
+        os.close(self.handshake_fd)
+        self.handshake_fd = None
+        parts = self._handshake_buf.decode(errors="replace").strip().split(" ", 2)
+        if parts[0] == "exec" and len(parts) >= 2 and parts[1].isdigit():
+            self.reap()
+            return "exec", int(parts[1]), parts[2].strip() if len(parts) > 2 else ""
+        if parts[0] == "ok" and len(parts) == 3 and parts[1].isdigit():
+            self.child_pid = int(parts[1])
+            self.child_start = int(parts[2]) if parts[2].strip().isdigit() else None
+            return "ok", self.child_pid, self.child_start
+        return self.abandon("the keeper exited without reporting")
+
+    def abandon(self, why: str) -> tuple:
+        """The keeper died or hung before its handshake: kill it and whatever it had started."""
+        if self.handshake_fd is not None:
+            os.close(self.handshake_fd)
+            self.handshake_fd = None
+        if self.popen is not None:
+            self.popen.kill()
+            self.popen.wait()
+        started = bool(self.sweep())
+        try:
+            tail = (self.job.path / "keeper.err").read_bytes()[-400:].decode(errors="replace").strip()
+        except OSError:
+            tail = ""
+        return "lost", started, tail.splitlines()[-1] if tail else why
+
+    def ended_record(self) -> dict | None:
+        """The keeper's record once it says every process of this attempt is gone."""
+        try:
+            record = self.job.read_keeper() or {}
+        except StateError:
+            return None
+        if record.get("run_id") != self.run_id or record.get("attempt") != self.attempt:
+            return None
+        if record.get("keeper_pid") != self.keeper_pid or not record.get("ended_at"):
+            return None
+        return record
+
+    def keeper_alive(self) -> bool:
+        if self.popen is not None:
+            return self.popen.poll() is None
+        return procs.is_same_process(self.keeper_pid, self.keeper_start)
+
+    def keeper_verified(self) -> bool:
+        return procs.is_keeper(self.keeper_pid, self.keeper_start, str(self.job.path))
+
+    def command_alive(self) -> bool:
+        return procs.is_command(self.child_pid, self.child_start, self.run_id)
+
+    def group_gone(self) -> bool:
+        return not self.child_pid or not procs.group_members(self.child_pid)
+
+    # --- acting ---------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Ask the keeper to stop the attempt (kill signal, grace, SIGKILL to all its descendants)."""
+        if self.keeper_verified():
+            procs.kill_quietly(self.keeper_pid, signal.SIGTERM)
+
+    def force_kill(self) -> None:
+        """Kill the attempt's whole tree now, ourselves (the keeper's tree is the attempt's, by ancestry; not
+        the replacement supervisors the keeper started for self-heal, nor anything of ours)."""
+        if self.keeper_verified():
+            spared = {os.getpid(), *self._replacements()}
+            for pid in procs.descendants(self.keeper_pid, prune=spared):
+                procs.kill_quietly(pid, signal.SIGKILL)
+        if self.command_alive():
+            procs.killpg_quietly(self.child_pid, signal.SIGKILL)
+
+    def _replacements(self) -> list[int]:
+        try:
+            record = self.job.read_keeper() or {}
+        except StateError:
+            return []
+        return [pid for pid, start in record.get("replacements") or () if procs.is_same_process(pid, start)]
+
+    def signal_group(self, sig: int) -> None:
+        """Signal the command's group (its keeper is gone). The leader is verified first; while any member is
+        left the kernel cannot give the group id to another process, so later signals reach the same group."""
+        if not self.child_pid:
+            return
+        if not self._group_verified:
+            if not self.command_alive():
+                return
+            self._group_verified = True
+            self.group_pidfd = procs.pidfd_open(self.child_pid)
+        if procs.group_members(self.child_pid):
+            procs.killpg_quietly(self.child_pid, sig)
+
+    def sweep(self) -> list[int]:
+        """SIGKILL every process of this attempt found by its environment (escaped ones included)."""
+        exclude = {os.getpid()} | set(self.exclude())
+        pids = procs.find_by_environ(self.markers, exclude)
+        for pid in pids:
+            procs.kill_quietly(pid, signal.SIGKILL)
+        return pids
+
+    def release(self) -> None:
+        """Tell the keeper the run no longer needs it (it stands by between attempts for self-heal)."""
+        if not self._released and self.keeper_verified():
+            procs.kill_quietly(self.keeper_pid, signal.SIGUSR1)
+        self._released = True
+
+    def close_pidfd(self) -> None:
+        """The keeper is gone (or stands by): its pidfd is readable for good or no longer of interest."""
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
+    def wait_released(self, timeout_s: float) -> None:
+        """After release: wait (bounded) until the keeper has exited, so it holds none of hbwrap's pipes."""
+        if not self._released:
+            return
+        end = time.monotonic() + timeout_s
+        while self.keeper_alive() and time.monotonic() < end:
+            time.sleep(0.005)
+        if self.popen is not None and self.popen.poll() is not None:
+            self.popen.wait()
+
+    def reap(self) -> None:
+        if self.popen is not None:
+            self.popen.wait()
+
+    def close(self) -> None:
+        for name in ("pidfd", "group_pidfd", "handshake_fd"):
+            fd = getattr(self, name)
+            if fd is not None:
+                os.close(fd)
+                setattr(self, name, None)
+
+
+class Launcher:
+    """Starts keepers and probes as real processes (tests swap in a fake with the same methods)."""
+
+    def __init__(self, job: JobDir, base_env: dict[str, str], exclude):
+        self.job = job
+        self.base_env = base_env
+        self.exclude = exclude
+
+    def launch(self, opts: RunOptions, rec: RunRecord, spec: dict, markers: dict[str, str],
+               hold_fds: tuple[int, int] | None) -> AttemptHandle:
+        """Start the keeper of attempt `rec.attempt`; its handshake arrives on the handle's handshake fd."""
+        write_json_atomic(self.job.keeper_spec_file, {"schema": SCHEMA_VERSION, **spec}, fsync=False)
+        try:
+            self.job.keeper_file.unlink()
+        except FileNotFoundError:
+            pass
+        hs_r, hs_w = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(hs_r, False)
+        err_fd = os.open(self.job.path / "keeper.err",
+                         os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        # hbwrap's own stdout/stderr, for a replacement supervisor to write to (fds 1 and 2 of the keeper are
+        # its keeper.err): duplicated to other numbers, as the keeper's stdout/stderr are set after pass_fds
+        held = [os.dup(fd) for fd in hold_fds] if hold_fds else []
+        pass_fds = [hs_w, *held]
+        argv = [sys.executable, "-m", "hbwrap.keeper", str(self.job.path), str(hs_w), *map(str, held)]
+        try:
+            popen = subprocess.Popen(argv, stdin=None if spec.get("stdin_inherit") else subprocess.DEVNULL,
+                                     stdout=err_fd, stderr=err_fd, pass_fds=pass_fds, start_new_session=True,
+                                     env=self.base_env, cwd=opts.cwd)
+        except OSError as exc:
+            os.close(hs_r)
+            raise HbwrapError(f"cannot start the keeper process: {exc.strerror or exc}") from None
+        finally:
+            for fd in (hs_w, err_fd, *held):
+                os.close(fd)
+        return AttemptHandle(self.job, rec, markers, popen.pid, procs.start_time(popen.pid), popen, hs_r,
+                             exclude=self.exclude)
+
+    def start_probe(self, command: str, env: dict[str, str], cwd: str) -> "Probe | None":
+        try:
+            proc = subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, start_new_session=True, env=env, cwd=cwd)
+        except OSError:
+            return None
+        return Probe(proc)
+
+
+class Probe:
+    """A running `--probe`: its exit is observed through a pidfd, never waited for."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+        self.pid = proc.pid
+        self.pidfd = procs.pidfd_open(proc.pid)
+
+    def fds(self) -> list[int]:
+        return [self.pidfd] if self.pidfd is not None else []
+
+    def result(self) -> int | None:
+        code = self.proc.poll()
+        if code is None:
+            return None
+        self.close()
+        return code if code >= 0 else 128 - code
+
+    def kill(self) -> int:
+        procs.killpg_quietly(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self.close()
+        return -1
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
+
+def exec_error_code(exc: OSError) -> int:
+    return 127 if exc.errno == errno.ENOENT else 126

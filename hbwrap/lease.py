@@ -1,0 +1,135 @@
+"""Exclusion and liveness of a job's supervisor: the job lock, the lease in state.json, and fencing by generation."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from hbwrap import procs
+from hbwrap.errors import HbwrapError, StateError
+from hbwrap.jobstore import JobDir
+
+HUNG_KILL_WAIT_S = 5.0
+
+
+class SteppedDown(HbwrapError):
+    """A newer supervisor took the job over while this one was hung: leave everything to it."""
+
+    exit_code = 75
+
+
+def _message(text: str) -> None:
+    try:
+        os.write(2, f"hbwrap: {text}\n".encode(errors="replace"))
+    except OSError:
+        pass
+
+
+def _fmt_s(seconds: float) -> str:
+    return f"{seconds:.3g}s" if seconds < 100 else f"{seconds:.0f}s"
+
+
+def read_holder(job: JobDir) -> dict | None:
+    """The recorded supervisor document, or None when there is none or it cannot be read."""
+    try:
+        return job.read_state()
+    except StateError:
+        return None
+
+
+def lease_expired(doc: dict, now_wall: float, default_lease_s: float) -> bool:
+    """Whether the supervisor recorded in `doc` has not renewed its lease in time (it is hung)."""
+    renewed = doc.get("lease_renewed_at")
+    lease_s = doc.get("lease_s")
+    if not isinstance(lease_s, (int, float)) or isinstance(lease_s, bool) or lease_s <= 0:
+        lease_s = default_lease_s
+    return isinstance(renewed, (int, float)) and not isinstance(renewed, bool) and now_wall - renewed > lease_s
+
+
+def kill_hung_holder(job: JobDir, name: str, default_lease_s: float) -> int | None:
+    """Kill the lock holder if its lease has expired (identity verified first); its pid if one was killed."""
+    holder = read_holder(job)
+    if not holder or not lease_expired(holder, time.time(), default_lease_s):
+        return None
+    pid, start = holder.get("supervisor_pid"), holder.get("supervisor_start")
+    if not isinstance(pid, int) or not isinstance(start, int) or pid == os.getpid():
+        return None
+    if not procs.is_supervisor(pid, start) or not procs.kill_quietly(pid, signal.SIGKILL):
+        return None
+    late = time.time() - holder["lease_renewed_at"] - (holder.get("lease_s") or default_lease_s)
+    _message(f"supervisor pid {pid} of job {name} is hung (lease expired {_fmt_s(late)} ago); killed it to "
+             f"take over")
+    end = time.monotonic() + HUNG_KILL_WAIT_S
+    while procs.is_same_process(pid, start) and time.monotonic() < end:
+        time.sleep(0.01)
+    return pid
+
+
+class JobLock:
+    """The job's exclusive lock, held for the supervisor's whole life (the kernel drops it when we die)."""
+
+    def __init__(self, job: JobDir, name: str, lease_s: float, verbose: bool = False):
+        self.job, self.name, self.lease_s, self.verbose = job, name, lease_s, verbose
+        self.killed_hung: int | None = None
+        self._lock = None
+
+    def acquire(self, if_running: str, takeover_only: bool) -> int | None:
+        """Take the lock: None when held, else the exit code for a busy job (SPEC §3 --if-running, §4 watch).
+
+        A holder whose lease expired is hung: it is killed (after verifying its identity) and the lock
+        taken over, whatever --if-running says.
+        """
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(str(self.job.lock_file), mode=0o600)
+        waited = False
+        while True:
+            try:
+                lock.acquire(timeout=0)
+                self._lock = lock
+                return None
+            except Timeout:
+                pass
+            except OSError as exc:
+                raise StateError(f"cannot lock {self.job.lock_file}: {exc.strerror or exc}") from None
+            killed = kill_hung_holder(self.job, self.name, self.lease_s)
+            if killed is not None:
+                self.killed_hung = killed
+                continue
+            holder = read_holder(self.job) or {}
+            who = f" (supervisor pid {holder['supervisor_pid']})" if holder.get("supervisor_pid") else ""
+            if takeover_only:
+                _message(f"job {self.name} has a live supervisor{who}; nothing to take over")
+                return 75
+            if if_running == "skip":
+                if self.verbose:
+                    _message(f"job {self.name} is already running{who}; skipping this run")
+                return 0
+            if if_running == "fail":
+                _message(f"job {self.name} is already running{who}")
+                return 75
+            if not waited and self.verbose:
+                _message(f"job {self.name} is already running{who}; waiting for it to finish")
+            waited = True
+            try:
+                lock.acquire(timeout=max(0.1, min(1.0, self.lease_s / 3)), poll_interval=0.05)
+                self._lock = lock
+                return None
+            except Timeout:
+                continue
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+
+def check_fence(job: JobDir, run_id: str, generation: int) -> None:
+    """Raise SteppedDown if a newer supervisor has taken this run over (its generation is higher)."""
+    on_disk = read_holder(job)
+    if not on_disk or on_disk.get("run_id") != run_id:
+        return
+    theirs = on_disk.get("generation")
+    if isinstance(theirs, int) and theirs > generation:
+        raise SteppedDown(f"job {job.name} was taken over by supervisor pid {on_disk.get('supervisor_pid')}; "
+                          f"stepping down without touching the command")

@@ -1,0 +1,184 @@
+"""What the supervisor sees at one wake-up: new output (passed through and scanned for markers), heartbeat and
+checkpoint files, the attempt's keeper and command, the probe — gathered into one policy.Observations."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hbwrap.jobstore import JobDir
+from hbwrap.output import STDERR, STDOUT, LogFollower, MarkerScanner, log_position
+from hbwrap.policy import Observations
+
+PUMP_BUDGET = 8 * 1024 * 1024  # bytes of output handled before deadlines are looked at again
+UNBOUNDED = 1 << 62
+
+
+def last_nonempty_line(path: Path) -> tuple[bytes | None, str | None]:
+    """(content tail, last non-empty line) of a checkpoint file; (None, None) if absent."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 65536))
+            content = f.read()
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        return None, None
+    for line in reversed(content.splitlines()):
+        text = line.decode("utf-8", "replace").strip()
+        if text:
+            return content, text
+    return content, None
+
+
+def mtime_ns(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+class Observer:
+    """Follows the job's output log and files; one `gather` per wake-up of the supervisor loop."""
+
+    def __init__(self, job: JobDir, progress, fatal, checkpoint_path: Path, heartbeat_path: Path, passthrough,
+                 note):
+        self.job = job
+        self.progress_patterns, self.fatal_patterns = progress, fatal
+        self.checkpoint_path, self.heartbeat_path = checkpoint_path, heartbeat_path
+        self.passthrough = passthrough
+        self.note = note  # callable(text): an hbwrap line on stderr
+        self.follower: LogFollower | None = None
+        self.scanners: dict[str, MarkerScanner] = {}
+        self.more_output = False
+        self.skipped_noted = 0
+        self.heartbeat_mtime: int | None = None
+        self.checkpoint_content: bytes | None = None
+        self.run_log_start: tuple[int, int] | None = None
+        self._cursor_fd: int | None = None
+        self.run_id = ""
+
+    # --- the log -------------------------------------------------------------------------------------
+    def follow_from(self, run_id: str, generation: int, offset: int) -> None:
+        self.run_id = run_id
+        self.follower = LogFollower(self.job.log_file, self.job.index_file, generation, offset)
+        self.scanners = {s: MarkerScanner(self.progress_patterns, self.fatal_patterns) for s in (STDOUT, STDERR)}
+        self.skipped_noted = 0
+        self.save_cursor()
+
+    def follow_new(self, run_id: str) -> None:
+        """A new run: follow only what is written from now on."""
+        gen, offset = log_position(self.job.log_file, self.job.index_file)
+        self.run_log_start = (gen, offset)
+        self.follow_from(run_id, gen, offset)
+
+    def follow_recorded(self, run_id: str) -> None:
+        """A takeover: read on from where the previous supervisor got to (nothing repeated, nothing skipped)."""
+        self.follow_from(run_id, *(self.read_cursor(run_id) or log_position(self.job.log_file, self.job.index_file)))
+
+    def save_cursor(self) -> None:
+        """Where the scan has read the log up to, so a takeover neither repeats nor skips output.
+
+        One pwrite of a fixed-width line into a descriptor kept open for the run (this is on the output
+        path); the keeper reads the held generation from it before rotating the log.
+        """
+        gen, offset = self.follower.position
+        try:
+            if self._cursor_fd is None:
+                self._cursor_fd = os.open(self.job.cursor_file,
+                                          os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            os.pwrite(self._cursor_fd, b"%s %020d %020d %020d\n" % (self.run_id.encode(), gen, offset,
+                                                                    self.follower.held_generation), 0)
+        except OSError:
+            pass
+
+    def read_cursor(self, run_id: str) -> tuple[int, int] | None:
+        try:
+            parts = self.job.cursor_file.read_bytes().split()
+            if len(parts) >= 3 and parts[0].decode() == run_id:
+                return int(parts[1]), int(parts[2])
+        except (OSError, ValueError, UnicodeDecodeError):
+            pass
+        return None
+
+    def output_tail(self, n: int) -> bytes:
+        """The last `n` bytes of this run's output (never the previous run's)."""
+        try:
+            with open(self.job.log_file, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                start = max(0, size - n)
+                if self.run_log_start is not None and self.run_log_start[0] == self.follower.generation:
+                    start = max(start, self.run_log_start[1])
+                f.seek(start)
+                return f.read(max(0, size - start))
+        except OSError:
+            return b""
+
+    def pump(self, obs: Observations, budget: int = PUMP_BUDGET) -> None:
+        got = 0
+        while got < budget:
+            pieces = self.follower.read()
+            if not pieces:
+                break
+            for stream, data in pieces:
+                got += len(data)
+                self.passthrough.write(stream, data)
+                self._markers(self.scanners[stream].feed(data), obs)
+        self.more_output = got >= budget
+        if self.follower.skipped_generations != self.skipped_noted:
+            lost = self.follower.skipped_generations - self.skipped_noted
+            self.skipped_noted = self.follower.skipped_generations
+            self.note(f"output passthrough fell behind the log rotation: {lost} rotated log(s) of output were "
+                      f"gone before they could be read (raise --log-max-size)")
+        if got:
+            self.save_cursor()
+            obs.output = True
+
+    def _markers(self, found, obs: Observations) -> None:
+        for kind, value in found:
+            if kind == "fatal":
+                obs.fatal_lines.append(value)
+            else:
+                obs.progress.append(value)
+
+    def drain(self, obs: Observations) -> None:
+        """Everything the attempt wrote, to its very end (its processes are gone): scan and pass it all."""
+        self.pump(obs, UNBOUNDED)
+        for scanner in self.scanners.values():
+            self._markers(scanner.flush(), obs)
+        self.check_files(None, obs)
+
+    # --- files ---------------------------------------------------------------------------------------
+    def baseline(self) -> tuple[int | None, bytes | None]:
+        """What the heartbeat and checkpoint files hold now: later changes are signs of life and progress."""
+        return mtime_ns(self.heartbeat_path), last_nonempty_line(self.checkpoint_path)[0]
+
+    def set_baseline(self, baseline: tuple[int | None, bytes | None]) -> None:
+        self.heartbeat_mtime, self.checkpoint_content = baseline
+
+    def watched_dirs(self) -> set[str]:
+        return {str(self.job.path), str(self.checkpoint_path.parent), str(self.heartbeat_path.parent)}
+
+    def check_files(self, changed: set | None, obs: Observations) -> None:
+        """`changed`: the (dir, name) pairs inotify reported, or None to look at every file."""
+        hb, cp = self.heartbeat_path, self.checkpoint_path
+        if changed is None or (str(hb.parent), hb.name) in changed:
+            mtime = mtime_ns(hb)
+            if mtime is not None and mtime != self.heartbeat_mtime:
+                self.heartbeat_mtime = mtime
+                obs.life = True
+        if changed is None or (str(cp.parent), cp.name) in changed:
+            content, line = last_nonempty_line(cp)
+            # an empty file is the middle of a rewrite (open with truncation, then write): not a change yet
+            if content and content != self.checkpoint_content:
+                self.checkpoint_content = content
+                obs.progress.append(line)
+
+    def keeper_changed(self, changed: set | None) -> bool:
+        return changed is None or (str(self.job.path), self.job.keeper_file.name) in changed
+
+    def close(self) -> None:
+        if self.follower is not None:
+            self.follower.close()
+        if self._cursor_fd is not None:
+            os.close(self._cursor_fd)
+            self._cursor_fd = None

@@ -1,0 +1,224 @@
+"""Adopting a run whose supervisor died or hung (run, watch, the keeper's replacement), and `hbwrap stop`.
+
+Adoption rebuilds the run state from state.json and the keeper's record and hands it to the same loop
+and policy a normal run uses; the first wake-up scans every byte written while nobody was reading (markers,
+checkpoints, fatal lines) before anything is decided, so a takeover decides from everything.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import replace
+
+from hbwrap import procs
+from hbwrap.errors import StateError
+from hbwrap.jobstore import JobDir, StateDir
+from hbwrap.launcher import AttemptHandle, attempt_markers
+from hbwrap.model import ACTIVE_VALUES, Event, Phase, RecordError, RunRecord, StallReason, Status
+from hbwrap.options import RunOptions
+from hbwrap.policy import RunState
+
+KEEPER_APPEAR_WAIT_S = 2.0
+
+
+def _message(text: str) -> None:
+    try:
+        os.write(2, f"hbwrap: {text}\n".encode(errors="replace"))
+    except OSError:
+        pass
+
+
+def _fmt_s(seconds: float) -> str:
+    return f"{seconds:.3g}s" if seconds < 100 else f"{seconds:.0f}s"
+
+
+def read_record(job: JobDir) -> tuple[dict | None, RunRecord | None]:
+    """(document, record) of state.json; StateError if it is unreadable, foreign or of the wrong types."""
+    doc = job.read_state()
+    if doc is None:
+        return None, None
+    try:
+        return doc, RunRecord.from_doc(doc, 0.0)
+    except RecordError as exc:
+        raise StateError(f"{job.state_file} is not a usable hbwrap state file ({exc})") from None
+
+
+def recorded_options(job: JobDir, doc: dict, state_dir: StateDir) -> RunOptions:
+    try:
+        return replace(RunOptions.from_json(doc["options"]), state_dir=str(state_dir.root))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StateError(f"{job.state_file} has no usable options ({exc})") from None
+
+
+def _keeper_processes(job: JobDir) -> list[int]:
+    """Pids of keeper processes of this job dir that are alive now (found by their command line)."""
+    return procs.find_by_argv(b"hbwrap.keeper", os.fsencode(str(job.path)))
+
+
+def orphan_doc(job: JobDir, now_wall: float) -> dict | None:
+    """The recorded state if it describes a run whose supervisor is gone (the caller holds the lock).
+
+    An unreadable state is moved aside (a new run starts) unless a keeper of the job is still alive: then
+    its command may still run, and hbwrap refuses to start another copy.
+    """
+    try:
+        doc, rec = read_record(job)
+    except StateError as exc:
+        try:
+            keeper = job.read_keeper()
+        except StateError:
+            keeper = None
+        if (keeper and procs.is_keeper(keeper.get("keeper_pid"), keeper.get("keeper_start"), str(job.path))) \
+                or _keeper_processes(job):
+            raise StateError(f"{exc}; its command may still be running, so hbwrap will not start another: stop "
+                             f"it, then remove {job.state_file}") from None
+        aside = job.state_file.with_name(f"state.json.corrupt-{int(now_wall)}")
+        try:
+            os.replace(job.state_file, aside)
+        except OSError:
+            raise exc from None
+        _message(f"{exc}; moved it to {aside.name} and starting a new run")
+        return None
+    if rec is not None and rec.status in ACTIVE_VALUES and rec.run_id:
+        return doc
+    return None
+
+
+def _keeper_record(job: JobDir, rec: RunRecord, any_attempt: bool = False) -> dict | None:
+    try:
+        keeper = job.read_keeper()
+    except StateError:
+        return None
+    if keeper and keeper.get("run_id") == rec.run_id and (any_attempt or keeper.get("attempt") == rec.attempt):
+        return keeper
+    return None
+
+
+def adopt(sup, doc: dict, killed_hung: int | None) -> None:
+    """Take over the orphaned run recorded in `doc`: same run id, attempt, options and deadlines."""
+    job = sup.job
+    opts = recorded_options(job, doc, sup.state_dir)
+    sup._use_options(replace(opts, quiet=opts.quiet or sup.opts.quiet, verbose=opts.verbose or sup.opts.verbose))
+    now = sup.clock.mono()
+    rec = RunRecord.from_doc(doc, sup.clock.wall() - now)
+    previous = rec.supervisor_pid
+    rec.generation += 1
+    if sup.by == "keeper":
+        rec.heals += 1
+    st = RunState(rec, stopped_by=sup.stopped_by)
+    sup.st = st
+    events = [e for e in job.read_events() if e.get("run_id") == rec.run_id]
+    st.sigkill_noted = any(e.get("event") == Event.KILL.value and e.get("signal") == "SIGKILL"
+                           and e.get("attempt") == rec.attempt for e in events)
+    sup.observer.follow_recorded(rec.run_id)
+    sup.observer.set_baseline(sup.observer.baseline())  # what the files hold now is what the last supervisor saw
+    what = _adopted_phase(sup, st, now)
+    sup.write_state()  # claims the job: a hung predecessor that wakes up now sees a newer generation
+    sup.start_alerter()
+    if sup.alerter is not None:
+        sup.alerter.replay(events)
+    sup.catch_up = True  # the first wake-up scans what was written unwatched before anything is decided
+    held = sup.handle or sup.standby
+    sup.emit(Event.TAKEOVER, by=sup.by, previous_supervisor_pid=previous, supervisor_pid=os.getpid(),
+             killed_hung_supervisor=killed_hung, detail=what,
+             child_pid=held.child_pid if held is not None and sup.handle is not None else None)
+    sup.say(f"took over job {opts.name} (run {rec.run_id}, attempt {rec.attempt}): {what}")
+
+
+def _adopted_phase(sup, st: RunState, now: float) -> str:
+    """Set the phase (and the attempt handle) the adopted run is in; what it was doing, in words."""
+    rec, job = st.rec, sup.job
+    markers = attempt_markers(rec, sup.observer.heartbeat_path)
+    if rec.status == Status.BACKOFF.value:
+        st.phase = Phase.BACKOFF
+        if rec.restart_at is None:
+            rec.restart_at = now
+        keeper = _keeper_record(job, rec, any_attempt=True)
+        if keeper is not None:
+            sup.standby = AttemptHandle.adopt(job, rec, markers, keeper, sup._own_pids)
+        return "the run was waiting to restart"
+    keeper = _keeper_record(job, rec)
+    if keeper is None:
+        # the launch was interrupted; a keeper may still be starting: never start a second one
+        end = time.monotonic() + KEEPER_APPEAR_WAIT_S
+        while keeper is None and _keeper_processes(job) and time.monotonic() < end:
+            time.sleep(0.02)
+            keeper = _keeper_record(job, rec)
+        if keeper is None:
+            if _keeper_processes(job):
+                raise StateError(f"a keeper of job {rec.name} is running but has no record; not starting "
+                                 f"another copy of the command")
+            rec.attempt = max(0, rec.attempt - 1)  # LAUNCH starts the same attempt number again
+            st.phase = Phase.LAUNCH
+            return "the run was about to start an attempt"
+    sup.handle = AttemptHandle.adopt(job, rec, markers, keeper, sup._own_pids)
+    reason = rec.stop_reason
+    if reason:
+        st.phase = Phase.STOPPING
+        st.stall = StallReason(reason) if reason in {r.value for r in StallReason} else None
+        st.unkept = reason == "keeper lost"
+        if rec.stop_started_at is None:
+            rec.stop_started_at = now
+    else:
+        st.phase = Phase.RUNNING
+        if sup.opts.probe:
+            st.next_probe_at = now + sup.opts.probe_interval_s
+    if keeper.get("ended_at"):
+        return "the command ended while unwatched"
+    if not sup.handle.keeper_alive():
+        return "the keeper died while nobody watched"
+    return "the command is still running"
+
+
+def watch_job(state_dir: StateDir, name: str, by: str = "watch") -> int:
+    """`hbwrap watch NAME`: adopt the job's orphaned run, with the options recorded in its state."""
+    from hbwrap.supervisor import Supervisor
+
+    job = state_dir.existing_job(name)
+    doc, _rec = read_record(job)
+    if doc is None:
+        _message(f"job {name} has never run; nothing to take over")
+        return 1
+    return Supervisor(recorded_options(job, doc, state_dir), by=by).run(takeover_only=True)
+
+
+def stop_job(state_dir: StateDir, name: str, timeout_s: float | None) -> int:
+    """`hbwrap stop NAME`: ask a live supervisor to stop (SIGTERM), or stop an orphaned run ourselves."""
+    from hbwrap import lease
+    from hbwrap.supervisor import Supervisor
+
+    job = state_dir.existing_job(name)
+    doc, rec = read_record(job)
+    if rec is None or rec.status not in ACTIVE_VALUES:
+        _message(f"job {name} is not running")
+        return 0
+    opts = recorded_options(job, doc, state_dir)
+    wait_s = timeout_s if timeout_s is not None else opts.grace_s + 15.0
+    end = time.monotonic() + wait_s
+    pid, start = rec.supervisor_pid, rec.supervisor_start
+    if procs.is_supervisor(pid, start) and not lease.lease_expired(doc, time.time(), opts.lease_s):
+        procs.kill_quietly(pid, signal.SIGTERM)
+        while procs.is_same_process(pid, start) and time.monotonic() < end:
+            time.sleep(0.02)
+        if procs.is_same_process(pid, start):
+            _message(f"job {name} did not stop within {_fmt_s(wait_s)} (supervisor pid {pid})")
+            return 1
+        try:
+            _doc, after = read_record(job)
+        except StateError:
+            after = None
+        if after is not None and after.status in ACTIVE_VALUES:
+            # the supervisor died mid-stop (or a replacement took over): finish the job ourselves
+            return stop_job(state_dir, name, max(1.0, end - time.monotonic()))
+        return 0
+    devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        sup = Supervisor(replace(opts, quiet=False, self_heal=False), stdout_fd=devnull, stderr_fd=devnull,
+                         by="stop")
+        sup.signals.append(int(signal.SIGTERM))  # stop as soon as the run is adopted
+        sup.stopped_by = "hbwrap stop; it had no live supervisor"
+        code = sup.run(takeover_only=True)
+    finally:
+        os.close(devnull)
+    return 0 if code == 128 + signal.SIGTERM else 1
