@@ -250,7 +250,7 @@ def config_show(
     opts, settings, origins, _config = run_settings(
         _given(run_ctx, params.get("command")), params.get("name"), params.get("config"), need_command=False)
     settings["state-dir"] = opts.state_dir
-    from hbwrap.alerts import mask_url
+    from hbwrap.alerts.mask import mask_url
 
     settings["alert-webhook"] = [mask_url(u) for u in settings.get("alert-webhook") or []]
     if settings.get("ping-url"):

@@ -212,7 +212,7 @@ class RunOptions:
 
 
 def _check_url(url: str, option: str) -> None:
-    from hbwrap.alerts import url_problem
+    from hbwrap.alerts.mask import url_problem
 
     problem = url_problem(str(url))
     if problem:

@@ -211,7 +211,7 @@ class Supervisor:
         opts = self.opts
         if not (opts.alert_cmd or opts.alert_webhooks or opts.ping_url):
             return
-        from hbwrap.alerts import Alerter
+        from hbwrap.alerts.delivery import Alerter
 
         self.alerter = Alerter(job=opts.name, alert_cmd=opts.alert_cmd, webhooks=list(opts.alert_webhooks),
                                webhook_format=opts.webhook_format,

@@ -19,8 +19,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from conftest import alive
-from hbwrap.alerts import (Alerter, mask_text, mask_url, mask_urls_in, ping_endpoint, ping_rid, summarize,
-                           tail_bytes_cut, tail_text, url_problem)
+from hbwrap.alerts.delivery import Alerter
+from hbwrap.alerts.mask import mask_text, mask_url, mask_urls_in, url_problem
+from hbwrap.alerts.messages import ping_endpoint, ping_rid, summarize, tail_bytes_cut, tail_text
 
 SLACK_TOKEN = "abcdEFGHijklMNOPqrstUVWX"
 DISCORD_TOKEN = "AbCdEf-GhIjKlMnOpQrStUvWxYz_0123456789abcdefABCDEFghijklmnopqrstuv"

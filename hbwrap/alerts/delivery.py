@@ -1,4 +1,4 @@
-"""Outbound alerts: alert command, webhooks (json/slack/discord), healthchecks.io pings, sent off the main thread.
+"""Delivery of alerts off the main thread: the `Alerter` (one worker thread per target), HTTP POSTs, the alert command.
 
 Every delivery runs on a background thread, one thread per target (each webhook URL, the ping URL, the
 alert command), so one slow target never holds up another and each target sees its events in order
@@ -10,349 +10,35 @@ needs nothing more, hbwrap starts on every cron tick (requests alone costs ~100 
 there is no dependency to pin or audit. urllib (and with it ssl) is imported only by the worker
 thread, the first time a webhook or ping is actually sent. It honours https_proxy/no_proxy.
 
-Secrets: webhook and ping URLs carry their credentials in the URL itself, so every URL that leaves
-this module (targets, reasons, exception texts, response snippets, alert-command output) goes
-through `mask_url` / `mask_text` first.
+Secrets: every URL that leaves this module (targets, reasons, exception texts, response snippets,
+alert-command output) goes through `mask_url` / `mask_text` first.
 """
 from __future__ import annotations
 
 import collections
 import json
 import os
-import re
 import select
 import signal
 import subprocess
 import threading
 import time
-from datetime import datetime
 from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from hbwrap import __version__
+from hbwrap.alerts.mask import mask_text, mask_url, mask_urls_in, url_problem
+from hbwrap.alerts.messages import (DEFAULT_ALERT_ON, PING_ACTIONS, PING_BODY_BYTES, TAIL_EVENTS, WEBHOOK_FORMATS,
+                                    clean_text, fmt_duration, hhmm, one_line, ping_endpoint, summarize,
+                                    tail_bytes_cut, trimmed_event, webhook_body)
 
-DEFAULT_ALERT_ON = frozenset({"stall", "escalate", "takeover"})
 CHANNEL_WEBHOOK, CHANNEL_PING, CHANNEL_CMD = "webhook", "ping", "alert-cmd"
-WEBHOOK_FORMATS = ("json", "slack", "discord")
-
-PING_BODY_BYTES = 10_000           # healthchecks keeps the first PING_BODY_LIMIT bytes (10,000 self-hosted by
-                                   # default); a smaller Ping-Body-Limit in its reply lowers it for later pings
-TAIL_EVENTS = frozenset({"stall", "failure", "escalate", "exit"})  # events whose alert shows the output tail
-JSON_TAIL_CHARS, JSON_TAIL_LINES = 4000, 60
-CHAT_TAIL_CHARS, CHAT_TAIL_LINES = 1500, 20
-DISCORD_MAX_CHARS = 2000
-SUMMARY_MAX_CHARS = 900
-FIELD_MAX_CHARS = 8192             # any one string of the event, as sent (a checkpoint can be a huge line)
 ENV_VALUE_MAX_CHARS = 64 * 1024    # below the kernel's 128 KiB limit for one environment string
 CMD_OUTPUT_BYTES = 4096            # the alert command's output kept (alert_failed, or alert_output on success)
 CMD_TERM_GRACE_S = 1.0             # timed-out alert command: SIGTERM to its group, then SIGKILL this much later
 CMD_PIPE_LINGER_S = 0.5            # after the shell exits, read what its background children still write this long
 RETRY_AFTER_MAX_S = 5.0
 RESPONSE_SNIPPET_BYTES = 300
-
-_MASK = "***"
-
-
-# --- masking ------------------------------------------------------------------------------------
-
-_UUID_RE = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
-# A path segment is kept only if every piece between - _ . ~ looks like a word or a small number:
-# lowercase, Capitalised or camelCase words, short acronyms, short numbers, api versions.
-_PLAIN_PIECE_RE = re.compile(r"(?=.{1,24}$)(?:[a-z]{1,16}|[A-Z][a-z]{1,15})(?:[A-Z][a-z]{1,15}){0,3}"
-                             r"|[A-Z]{1,4}|[0-9]{1,4}|v[0-9]{1,2}")
-_PIECE_SPLIT_RE = re.compile(r"[-_.~]")
-_URL_IN_TEXT_RE = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
-
-
-def _plain_segment(segment: str) -> bool:
-    if not segment:
-        return True
-    if len(segment) > 40 or _UUID_RE.search(segment):
-        return False
-    return all(p == "" or _PLAIN_PIECE_RE.fullmatch(p) for p in _PIECE_SPLIT_RE.split(segment))
-
-
-def mask_url(url: str) -> str:
-    """`url` with its secrets hidden, its scheme and host kept so a human still recognises it.
-
-    Hidden: user-info (`https://***@host`), every path segment that is not a plain word or a short
-    number (Slack `T…/B…/secret`, Discord `<id>/<token>`, healthchecks UUIDs and ping keys), every
-    query value (`?rid=***`) and the fragment. Never raises; an unparsable URL becomes `***`.
-    """
-    try:
-        parts = urlsplit(str(url).strip())
-        netloc = parts.netloc
-        if "@" in netloc:
-            netloc = _MASK + "@" + netloc.rpartition("@")[2]
-        path = "/".join(seg if _plain_segment(seg) else _MASK for seg in parts.path.split("/"))
-        query = ""
-        if parts.query:
-            query = "&".join(p.partition("=")[0] + "=" + _MASK if "=" in p else _MASK
-                             for p in parts.query.split("&") if p)
-        fragment = _MASK if parts.fragment else ""
-        return urlunsplit((parts.scheme, netloc, path, query, fragment))
-    except Exception:
-        return _MASK
-
-
-def _secret_pieces(url: str) -> list[str]:
-    """Substrings of `url` that must never be shown (what mask_url hides), longest first."""
-    pieces = []
-    try:
-        parts = urlsplit(str(url).strip())
-    except Exception:
-        return [str(url)] if url else []
-    if "@" in parts.netloc:
-        userinfo = parts.netloc.rpartition("@")[0]
-        pieces += [userinfo, userinfo.partition(":")[2]]  # the user name alone is no secret
-    pieces += [seg for seg in parts.path.split("/") if not _plain_segment(seg)]
-    if parts.query:
-        pieces.append(parts.query)
-        pieces += [p.partition("=")[2] if "=" in p else p for p in parts.query.split("&")]
-    if parts.fragment:
-        pieces.append(parts.fragment)
-    # very short pieces (a `create=1`) are no secret and would mangle unrelated text
-    return sorted({p for p in pieces if len(p) >= 4}, key=len, reverse=True)
-
-
-def mask_text(text: str, secrets: list[str]) -> str:
-    """`text` with every occurrence of a secret URL replaced by its mask.
-
-    Parts of a secret URL that appear on their own (the path in an http.client error, a token echoed
-    by a server, a password) are replaced by `***` too.
-    """
-    if not text:
-        return text
-    text = str(text)
-    urls = sorted({s for s in secrets if s}, key=len, reverse=True)
-    for url in urls:
-        text = text.replace(url, mask_url(url))
-    for url in urls:
-        for piece in _secret_pieces(url):
-            text = text.replace(piece, _MASK)
-    return text
-
-
-def mask_urls_in(text: str) -> str:
-    """Every URL-looking substring of free text (an alert command, its output) masked with `mask_url`."""
-    return _URL_IN_TEXT_RE.sub(lambda m: mask_url(m.group(0)), text) if text else text
-
-
-def url_problem(url: str) -> str | None:
-    """Why `url` cannot be a webhook or ping URL (message shows it masked), or None if it can."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return f"{mask_url(url)} is not a valid URL"
-    if parts.scheme not in ("http", "https"):
-        return f"{mask_url(url)} is not an http:// or https:// URL"
-    if not parts.hostname:
-        return f"{mask_url(url)} has no host"
-    return None
-
-
-# --- healthchecks.io pings ----------------------------------------------------------------------
-
-def ping_rid(run_id: str) -> str:
-    """The `rid` sent with pings: healthchecks.io accepts only UUIDs, so a run id that is not one is
-    mapped to a stable UUID (uuid5), the same in every supervisor of the run (takeover included)."""
-    import uuid
-
-    try:
-        return str(uuid.UUID(run_id))
-    except (ValueError, TypeError, AttributeError):
-        return str(uuid.uuid5(uuid.NAMESPACE_URL, "hbwrap-run:" + str(run_id)))
-
-
-def ping_endpoint(ping_url: str, action: str, run_id: str | None) -> str:
-    """`ping_url` + `/action` (start, fail, log; "" for success) + `?rid=…`, keeping its own query (`?create=1`)."""
-    parts = urlsplit(ping_url)
-    path = parts.path.rstrip("/")
-    if action:
-        path += "/" + action
-    query = [p for p in parts.query.split("&") if p and not p.startswith("rid=")]
-    if run_id:
-        query.append("rid=" + ping_rid(run_id))
-    return urlunsplit((parts.scheme, parts.netloc, path or "/", "&".join(query), ""))
-
-
-_PING_ACTIONS = {"run_start": "start", "success": "", "failure": "fail", "escalate": "fail",
-                 "stall": "log", "takeover": "log", "stop": "log"}
-
-
-# --- text ---------------------------------------------------------------------------------------
-
-_ANSI_RE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-
-
-def _clean(value: str) -> str:
-    """A string safe to encode as UTF-8 (lone surrogates from undecodable output become U+FFFD)."""
-    return value.encode("utf-8", "replace").decode("utf-8") if isinstance(value, str) else value
-
-
-def _one_line(value, limit: int = 200) -> str:
-    text = _CONTROL_RE.sub(" ", _clean(str(value)).replace("\n", " ").replace("\r", " ")).strip()
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
-def tail_bytes_cut(raw: bytes, limit: int, align: int = 1024) -> bytes:
-    """The last `limit` bytes of `raw`; when they had to be cut, they start after the first newline if one is
-    within `align` bytes (no half line at the top), else at the cut (a long line keeps its end)."""
-    if len(raw) <= limit:
-        return raw
-    piece = raw[len(raw) - limit:]
-    nl = piece.find(b"\n", 0, align)
-    return piece[nl + 1:] if 0 <= nl < len(piece) - 1 else piece
-
-
-def tail_text(raw: bytes, max_chars: int, max_lines: int) -> str:
-    """The end of the output as readable text: decoded, terminal escapes and carriage-return redraws removed."""
-    text = raw.decode("utf-8", "replace")
-    text = _ANSI_RE.sub("", text).replace("\r\n", "\n")
-    lines = [line.rsplit("\r", 1)[-1] for line in text.split("\n")]
-    lines = [_CONTROL_RE.sub("", line.expandtabs(4)).rstrip() for line in lines]
-    while lines and not lines[-1]:
-        lines.pop()
-    lines = lines[-max_lines:]
-    out = "\n".join(lines)
-    if len(out) > max_chars:
-        out = out[-max_chars:]
-        if "\n" in out[:-1]:
-            out = out[out.index("\n") + 1:]  # start at a line boundary when there is one
-    return out
-
-
-def _hhmm(ts: str | None) -> str:
-    """Local wall-clock HH:MM of an event's ISO UTC timestamp (cron lines are written in local time)."""
-    try:
-        when = datetime.fromisoformat(str(ts).replace("Z", "+00:00")) if ts else datetime.now().astimezone()
-        return when.astimezone().strftime("%H:%M")
-    except ValueError:
-        return "?"
-
-
-def _duration(value) -> str:
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    return f"{seconds:.3g}s" if seconds < 100 else f"{seconds:.0f}s"
-
-
-def _headline(event: dict) -> str:
-    name = event.get("event")
-    reason = event.get("reason")
-    code = event.get("exit_code")
-    if name == "run_start":
-        return "started"
-    if name == "attempt_start":
-        resume = event.get("resume_from")
-        return f"attempt {event.get('attempt')} started" + (f", resuming from {_one_line(resume)}" if resume else "")
-    if name == "checkpoint":
-        return f"reached checkpoint {_one_line(event.get('checkpoint'))}"
-    if name == "stall":
-        return f"stalled ({reason})" if reason else "stalled"
-    if name == "kill":
-        return f"sent {event.get('signal')} to the command" + (f" ({reason})" if reason else "")
-    if name == "exit":
-        if event.get("signal"):
-            return f"command killed by {event['signal']}"
-        if code is not None:
-            return f"command exited with code {code}"
-        return "command ended, exit status unknown"
-    if name == "restart":
-        return f"restarting in {_duration(event.get('delay_s'))}"
-    if name == "success":
-        return "succeeded"
-    if name == "failure":
-        return f"failed with exit code {code}" + (f" ({reason})" if reason else "")
-    if name == "escalate":
-        return f"gave up ({reason or 'escalated'})" + (f", exit code {code}" if code is not None else "")
-    if name == "takeover":
-        prev = event.get("previous_supervisor_pid")
-        return "taken over by a new supervisor" + (f" (the previous one, pid {prev}, died or hung)" if prev else "")
-    if name == "stop":
-        return f"stopped ({event.get('signal')})" if event.get("signal") else "stopped"
-    return str(name)
-
-
-def summarize(event: dict, recovery: dict | None = None) -> str:
-    """One readable line: job, what happened, when, attempt, checkpoint, why.
-
-    e.g. `reddit-3am stalled (response) at 02:13, attempt 2, checkpoint page-42: no sign of life for 120s`.
-    """
-    name = event.get("event")
-    parts = [f"{_one_line(event.get('job') or '?', 64)} {_headline(event)} at {_hhmm(event.get('ts'))}"]
-    if event.get("attempt") and name != "attempt_start":
-        parts.append(f"attempt {event['attempt']}")
-    if event.get("checkpoint") and name != "checkpoint":
-        parts.append(f"checkpoint {_one_line(event['checkpoint'])}")
-    text = ", ".join(parts)
-    extra = []
-    if recovery:
-        at, why, count = recovery["stalled_at_hhmm"], recovery["stall_reason"], recovery["stalls"]
-        line = f"stalled at {at} ({why})" if count == 1 else f"stalled {count} times (first at {at}, {why})"
-        line += f", recovered at {recovery['recovered_at_hhmm']}"
-        if recovery.get("resumed_from"):
-            line += f" from checkpoint {_one_line(recovery['resumed_from'])}"
-        extra.append(line)
-    if event.get("detail"):
-        extra.append(_one_line(event["detail"], 300))
-    if name == "escalate" and event.get("fatal_line"):
-        extra.append(f"fatal line: {_one_line(event['fatal_line'])}")
-    if extra:
-        text += ": " + "; ".join(extra)
-    return text if len(text) <= SUMMARY_MAX_CHARS else text[:SUMMARY_MAX_CHARS - 1] + "…"
-
-
-def _fence(text: str) -> str:
-    """Output inside a ``` block, unable to close it early."""
-    return text.replace("```", "`\u200b`\u200b`")
-
-
-def _slack_escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def webhook_body(fmt: str, event: dict, summary: str, tail: bytes | None, extra: dict | None = None) -> dict:
-    """The JSON document POSTed to a webhook of format `fmt` (json, slack, discord)."""
-    if fmt == "slack":
-        text = _slack_escape(summary)
-        if tail:
-            out = tail_text(tail, CHAT_TAIL_CHARS, CHAT_TAIL_LINES)
-            if out.strip():
-                text += "\n```\n" + _slack_escape(_fence(out)) + "\n```"
-        return {"text": text}
-    if fmt == "discord":
-        head = summary[:1000]
-        content = head
-        if tail:
-            room = DISCORD_MAX_CHARS - len(head) - len("\n```\n\n```")
-            out = _fence(tail_text(tail, min(room, CHAT_TAIL_CHARS), CHAT_TAIL_LINES)) if room > 40 else ""
-            out = out[-room:] if room > 0 else ""
-            if out.strip():
-                content = f"{head}\n```\n{out}\n```"
-        # output may contain @everyone or <@id>: never let it ping anyone
-        return {"content": content[:DISCORD_MAX_CHARS], "allowed_mentions": {"parse": []}}
-    body = dict(event)
-    body.update(extra or {})
-    body["summary"] = summary
-    if tail:
-        body["output_tail"] = tail_text(tail, JSON_TAIL_CHARS, JSON_TAIL_LINES)
-    return body
-
-
-def _trimmed(event: dict) -> dict:
-    """The event as sent: strings cleaned and bounded (a checkpoint may be a megabyte-long line)."""
-    out = {}
-    for key, value in event.items():
-        if isinstance(value, str):
-            value = _clean(value)
-            if len(value) > FIELD_MAX_CHARS:
-                value = value[:FIELD_MAX_CHARS - 1] + "…"
-        out[key] = value
-    return out
 
 
 # --- delivery machinery -------------------------------------------------------------------------
@@ -504,8 +190,8 @@ class Alerter:
             first = self._stalls[0]
             recovered_ts = (self._after_stall or {}).get("ts") or event.get("ts")
             return {"stalls": len(self._stalls), "stalled_at": first["ts"], "stall_reason": first["reason"],
-                    "stalled_at_hhmm": _hhmm(first["ts"]), "recovered_at": recovered_ts,
-                    "recovered_at_hhmm": _hhmm(recovered_ts),
+                    "stalled_at_hhmm": hhmm(first["ts"]), "recovered_at": recovered_ts,
+                    "recovered_at_hhmm": hhmm(recovered_ts),
                     "resumed_from": (self._after_stall or {}).get("resume_from")}
         return None
 
@@ -518,7 +204,7 @@ class Alerter:
                 return
             recovery = self._track(event)
         alert = name in self.alert_on or (recovery is not None and "stall" in self.alert_on)
-        ping_action = _PING_ACTIONS.get(name) if self.ping_url else None
+        ping_action = PING_ACTIONS.get(name) if self.ping_url else None
         alerting = alert and (self.alert_cmd or self.webhooks)
         if not alerting and ping_action is None:
             return
@@ -529,13 +215,13 @@ class Alerter:
                 tail = tail_bytes_cut(bytes(self._output_tail(PING_BODY_BYTES + 1) or b""), PING_BODY_BYTES)
             except Exception:
                 tail = b""
-        sent = _trimmed(event)
+        sent = trimmed_event(event)
         extra = {}
         if recovery:
             extra = {"recovered": True, "stalls": recovery["stalls"], "stalled_at": recovery["stalled_at"],
                      "stall_reason": recovery["stall_reason"], "recovered_at": recovery["recovered_at"],
                      "resumed_from": recovery["resumed_from"]}
-            extra = {k: v for k, v in _trimmed(extra).items() if v is not None}
+            extra = {k: v for k, v in trimmed_event(extra).items() if v is not None}
         summary = summarize(sent, recovery)
         if alerting:
             chat_tail = tail if name in TAIL_EVENTS else None
@@ -548,7 +234,7 @@ class Alerter:
             if self.alert_cmd:
                 cmd_event = {**sent, **extra, "summary": summary}
                 self._enqueue("alert-cmd", _Delivery(
-                    CHANNEL_CMD, _one_line(mask_urls_in(mask_text(self.alert_cmd, self._secrets)), 200), name,
+                    CHANNEL_CMD, one_line(mask_urls_in(mask_text(self.alert_cmd, self._secrets)), 200), name,
                     lambda cmd_event=cmd_event: self._run_cmd(cmd_event)))
         if ping_action is not None:
             url = ping_endpoint(self.ping_url, ping_action, event.get("run_id"))
@@ -638,7 +324,7 @@ class Alerter:
                 if lane.proc is not None:  # not reaped: workers reap only while holding this lock
                     _kill_group(lane.proc, signal.SIGKILL)
         for delivery in left:
-            self._safe_record({"reason": f"timeout at exit (still in flight after {_duration(wait_s)})",
+            self._safe_record({"reason": f"timeout at exit (still in flight after {fmt_duration(wait_s)})",
                                "channel": delivery.channel, "target": delivery.target,
                                "alert_event": delivery.alert_event})
 
@@ -678,7 +364,7 @@ class Alerter:
                         info["body_limit"] = body_limit
                     return info
                 reason = f"HTTP {status}"
-                text = _one_line(snippet.decode("utf-8", "replace"), RESPONSE_SNIPPET_BYTES) if snippet else ""
+                text = one_line(snippet.decode("utf-8", "replace"), RESPONSE_SNIPPET_BYTES) if snippet else ""
                 if text:
                     reason += f": {text}"
                 retryable = status >= 500 or status in (408, 429)
@@ -734,7 +420,7 @@ class Alerter:
         host = urlsplit(url).hostname or "?"
         ssl = sys.modules.get("ssl")
         if isinstance(inner, (TimeoutError, socket.timeout)):
-            return f"timed out after {_duration(self.timeout_s)}", True
+            return f"timed out after {fmt_duration(self.timeout_s)}", True
         if isinstance(inner, ConnectionRefusedError):
             return f"connection refused by {host}", True
         if isinstance(inner, socket.gaierror):
@@ -764,7 +450,7 @@ class Alerter:
 
         def value(v) -> str:
             text = "" if v is None else str(v)
-            return _clean(text).replace("\0", "")[:ENV_VALUE_MAX_CHARS]
+            return clean_text(text).replace("\0", "")[:ENV_VALUE_MAX_CHARS]
 
         base.update({
             "HBWRAP_EVENT": value(event.get("event")), "HBWRAP_JOB": value(event.get("job") or self.job),
@@ -800,7 +486,7 @@ class Alerter:
         text = mask_urls_in(mask_text(output.decode("utf-8", "replace"), self._secrets)).strip()
         code = proc.returncode
         if timed_out:
-            raise _Failed(f"alert command timed out after {_duration(self.cmd_timeout_s)} and was killed",
+            raise _Failed(f"alert command timed out after {fmt_duration(self.cmd_timeout_s)} and was killed",
                           output=text or None)
         if code is not None and code < 0:
             try:

@@ -1,0 +1,227 @@
+"""The texts of alerts: one-line summaries, chat (slack/discord) and JSON webhook bodies, ping endpoints and bodies.
+
+Pure functions of an event (and the output tail read when it happened): no I/O, no threads, so every
+text can be tested by itself and the delivery side only carries bytes.
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from urllib.parse import urlsplit, urlunsplit
+
+DEFAULT_ALERT_ON = frozenset({"stall", "escalate", "takeover"})
+WEBHOOK_FORMATS = ("json", "slack", "discord")
+
+PING_BODY_BYTES = 10_000           # healthchecks keeps the first PING_BODY_LIMIT bytes (10,000 self-hosted by
+                                   # default); a smaller Ping-Body-Limit in its reply lowers it for later pings
+TAIL_EVENTS = frozenset({"stall", "failure", "escalate", "exit"})  # events whose alert shows the output tail
+JSON_TAIL_CHARS, JSON_TAIL_LINES = 4000, 60
+CHAT_TAIL_CHARS, CHAT_TAIL_LINES = 1500, 20
+DISCORD_MAX_CHARS = 2000
+SUMMARY_MAX_CHARS = 900
+FIELD_MAX_CHARS = 8192             # any one string of the event, as sent (a checkpoint can be a huge line)
+
+
+# --- healthchecks.io pings ----------------------------------------------------------------------
+
+def ping_rid(run_id: str) -> str:
+    """The `rid` sent with pings: healthchecks.io accepts only UUIDs, so a run id that is not one is
+    mapped to a stable UUID (uuid5), the same in every supervisor of the run (takeover included)."""
+    import uuid
+
+    try:
+        return str(uuid.UUID(run_id))
+    except (ValueError, TypeError, AttributeError):
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, "hbwrap-run:" + str(run_id)))
+
+
+def ping_endpoint(ping_url: str, action: str, run_id: str | None) -> str:
+    """`ping_url` + `/action` (start, fail, log; "" for success) + `?rid=…`, keeping its own query (`?create=1`)."""
+    parts = urlsplit(ping_url)
+    path = parts.path.rstrip("/")
+    if action:
+        path += "/" + action
+    query = [p for p in parts.query.split("&") if p and not p.startswith("rid=")]
+    if run_id:
+        query.append("rid=" + ping_rid(run_id))
+    return urlunsplit((parts.scheme, parts.netloc, path or "/", "&".join(query), ""))
+
+
+PING_ACTIONS = {"run_start": "start", "success": "", "failure": "fail", "escalate": "fail",
+                 "stall": "log", "takeover": "log", "stop": "log"}
+
+
+# --- text ---------------------------------------------------------------------------------------
+
+_ANSI_RE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def clean_text(value: str) -> str:
+    """A string safe to encode as UTF-8 (lone surrogates from undecodable output become U+FFFD)."""
+    return value.encode("utf-8", "replace").decode("utf-8") if isinstance(value, str) else value
+
+
+def one_line(value, limit: int = 200) -> str:
+    text = _CONTROL_RE.sub(" ", clean_text(str(value)).replace("\n", " ").replace("\r", " ")).strip()
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def tail_bytes_cut(raw: bytes, limit: int, align: int = 1024) -> bytes:
+    """The last `limit` bytes of `raw`; when they had to be cut, they start after the first newline if one is
+    within `align` bytes (no half line at the top), else at the cut (a long line keeps its end)."""
+    if len(raw) <= limit:
+        return raw
+    piece = raw[len(raw) - limit:]
+    nl = piece.find(b"\n", 0, align)
+    return piece[nl + 1:] if 0 <= nl < len(piece) - 1 else piece
+
+
+def tail_text(raw: bytes, max_chars: int, max_lines: int) -> str:
+    """The end of the output as readable text: decoded, terminal escapes and carriage-return redraws removed."""
+    text = raw.decode("utf-8", "replace")
+    text = _ANSI_RE.sub("", text).replace("\r\n", "\n")
+    lines = [line.rsplit("\r", 1)[-1] for line in text.split("\n")]
+    lines = [_CONTROL_RE.sub("", line.expandtabs(4)).rstrip() for line in lines]
+    while lines and not lines[-1]:
+        lines.pop()
+    lines = lines[-max_lines:]
+    out = "\n".join(lines)
+    if len(out) > max_chars:
+        out = out[-max_chars:]
+        if "\n" in out[:-1]:
+            out = out[out.index("\n") + 1:]  # start at a line boundary when there is one
+    return out
+
+
+def hhmm(ts: str | None) -> str:
+    """Local wall-clock HH:MM of an event's ISO UTC timestamp (cron lines are written in local time)."""
+    try:
+        when = datetime.fromisoformat(str(ts).replace("Z", "+00:00")) if ts else datetime.now().astimezone()
+        return when.astimezone().strftime("%H:%M")
+    except ValueError:
+        return "?"
+
+
+def fmt_duration(value) -> str:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return f"{seconds:.3g}s" if seconds < 100 else f"{seconds:.0f}s"
+
+
+def _headline(event: dict) -> str:
+    name = event.get("event")
+    reason = event.get("reason")
+    code = event.get("exit_code")
+    if name == "run_start":
+        return "started"
+    if name == "attempt_start":
+        resume = event.get("resume_from")
+        return f"attempt {event.get('attempt')} started" + (f", resuming from {one_line(resume)}" if resume else "")
+    if name == "checkpoint":
+        return f"reached checkpoint {one_line(event.get('checkpoint'))}"
+    if name == "stall":
+        return f"stalled ({reason})" if reason else "stalled"
+    if name == "kill":
+        return f"sent {event.get('signal')} to the command" + (f" ({reason})" if reason else "")
+    if name == "exit":
+        if event.get("signal"):
+            return f"command killed by {event['signal']}"
+        if code is not None:
+            return f"command exited with code {code}"
+        return "command ended, exit status unknown"
+    if name == "restart":
+        return f"restarting in {fmt_duration(event.get('delay_s'))}"
+    if name == "success":
+        return "succeeded"
+    if name == "failure":
+        return f"failed with exit code {code}" + (f" ({reason})" if reason else "")
+    if name == "escalate":
+        return f"gave up ({reason or 'escalated'})" + (f", exit code {code}" if code is not None else "")
+    if name == "takeover":
+        prev = event.get("previous_supervisor_pid")
+        return "taken over by a new supervisor" + (f" (the previous one, pid {prev}, died or hung)" if prev else "")
+    if name == "stop":
+        return f"stopped ({event.get('signal')})" if event.get("signal") else "stopped"
+    return str(name)
+
+
+def summarize(event: dict, recovery: dict | None = None) -> str:
+    """One readable line: job, what happened, when, attempt, checkpoint, why.
+
+    e.g. `reddit-3am stalled (response) at 02:13, attempt 2, checkpoint page-42: no sign of life for 120s`.
+    """
+    name = event.get("event")
+    parts = [f"{one_line(event.get('job') or '?', 64)} {_headline(event)} at {hhmm(event.get('ts'))}"]
+    if event.get("attempt") and name != "attempt_start":
+        parts.append(f"attempt {event['attempt']}")
+    if event.get("checkpoint") and name != "checkpoint":
+        parts.append(f"checkpoint {one_line(event['checkpoint'])}")
+    text = ", ".join(parts)
+    extra = []
+    if recovery:
+        at, why, count = recovery["stalled_at_hhmm"], recovery["stall_reason"], recovery["stalls"]
+        line = f"stalled at {at} ({why})" if count == 1 else f"stalled {count} times (first at {at}, {why})"
+        line += f", recovered at {recovery['recovered_at_hhmm']}"
+        if recovery.get("resumed_from"):
+            line += f" from checkpoint {one_line(recovery['resumed_from'])}"
+        extra.append(line)
+    if event.get("detail"):
+        extra.append(one_line(event["detail"], 300))
+    if name == "escalate" and event.get("fatal_line"):
+        extra.append(f"fatal line: {one_line(event['fatal_line'])}")
+    if extra:
+        text += ": " + "; ".join(extra)
+    return text if len(text) <= SUMMARY_MAX_CHARS else text[:SUMMARY_MAX_CHARS - 1] + "…"
+
+
+def _fence(text: str) -> str:
+    """Output inside a ``` block, unable to close it early."""
+    return text.replace("```", "`\u200b`\u200b`")
+
+
+def _slack_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def webhook_body(fmt: str, event: dict, summary: str, tail: bytes | None, extra: dict | None = None) -> dict:
+    """The JSON document POSTed to a webhook of format `fmt` (json, slack, discord)."""
+    if fmt == "slack":
+        text = _slack_escape(summary)
+        if tail:
+            out = tail_text(tail, CHAT_TAIL_CHARS, CHAT_TAIL_LINES)
+            if out.strip():
+                text += "\n```\n" + _slack_escape(_fence(out)) + "\n```"
+        return {"text": text}
+    if fmt == "discord":
+        head = summary[:1000]
+        content = head
+        if tail:
+            room = DISCORD_MAX_CHARS - len(head) - len("\n```\n\n```")
+            out = _fence(tail_text(tail, min(room, CHAT_TAIL_CHARS), CHAT_TAIL_LINES)) if room > 40 else ""
+            out = out[-room:] if room > 0 else ""
+            if out.strip():
+                content = f"{head}\n```\n{out}\n```"
+        # output may contain @everyone or <@id>: never let it ping anyone
+        return {"content": content[:DISCORD_MAX_CHARS], "allowed_mentions": {"parse": []}}
+    body = dict(event)
+    body.update(extra or {})
+    body["summary"] = summary
+    if tail:
+        body["output_tail"] = tail_text(tail, JSON_TAIL_CHARS, JSON_TAIL_LINES)
+    return body
+
+
+def trimmed_event(event: dict) -> dict:
+    """The event as sent: strings cleaned and bounded (a checkpoint may be a megabyte-long line)."""
+    out = {}
+    for key, value in event.items():
+        if isinstance(value, str):
+            value = clean_text(value)
+            if len(value) > FIELD_MAX_CHARS:
+                value = value[:FIELD_MAX_CHARS - 1] + "…"
+        out[key] = value
+    return out
+
