@@ -217,7 +217,8 @@ class Supervisor:
                                webhook_format=opts.webhook_format,
                                alert_on=frozenset(opts.alert_on) if opts.alert_on is not None else None,
                                ping_url=opts.ping_url, record=lambda fields: self.emit(Event.ALERT_FAILED, **fields),
-                               delivered=self._alert_delivered, output_tail=self._output_tail)
+                               delivered=self._alert_delivered, output_tail=self._output_tail,
+                               warn=_message)  # one os.write per line: safe from the alert threads, not held by --quiet
 
     def _alert_delivered(self, fields: dict) -> None:
         """A delivery went through: keep what a successful alert command printed (bounded, masked) in the events."""

@@ -13,7 +13,10 @@ DEFAULT_ALERT_ON = frozenset({"stall", "escalate", "takeover"})
 WEBHOOK_FORMATS = ("json", "slack", "discord")
 
 PING_BODY_BYTES = 10_000           # healthchecks keeps the first PING_BODY_LIMIT bytes (10,000 self-hosted by
-                                   # default); a smaller Ping-Body-Limit in its reply lowers it for later pings
+                                   # default); the Ping-Body-Limit of its reply sets it for the later pings,
+PING_BODY_MAX_BYTES = 100_000      # up to this (what hosted healthchecks.io allows)
+PING_ALIGN_BYTES = 1000            # a cut ping body starts at a line start found this near the cut
+PING_LINE_MAX_CHARS = 500          # the `hbwrap: ...` line that ends a ping body
 TAIL_EVENTS = frozenset({"stall", "failure", "escalate", "exit"})  # events whose alert shows the output tail
 JSON_TAIL_CHARS, JSON_TAIL_LINES = 4000, 60
 CHAT_TAIL_CHARS, CHAT_TAIL_LINES = 1500, 20
@@ -47,8 +50,87 @@ def ping_endpoint(ping_url: str, action: str, run_id: str | None) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path or "/", "&".join(query), ""))
 
 
-PING_ACTIONS = {"run_start": "start", "success": "", "failure": "fail", "escalate": "fail",
-                 "stall": "log", "takeover": "log", "stop": "log"}
+RUN_END_EVENTS = frozenset({"success", "failure", "escalate", "stop"})
+_PING_LOG_EVENTS = frozenset({"stall", "takeover"})
+
+
+def ping_action(event: dict) -> str | None:
+    """The ping an event sends: `start`; at the end `<exit code>` (`0` on success, so the server records it, and
+    `fail` only where no code exists); `log` within the run (stall, takeover, waiting for approval, lease lost);
+    None for the rest."""
+    name = event.get("event")
+    if name == "run_start":
+        return "start"
+    if name in _PING_LOG_EVENTS:
+        return "log"
+    if name not in RUN_END_EVENTS:
+        return None
+    code = 0 if name == "success" else event.get("exit_code")
+    if isinstance(code, int) and not isinstance(code, bool) and 0 <= code <= 255 and (code > 0 or name == "success"):
+        return str(code)
+    return "fail"  # e.g. the keeper was lost and nobody knows how the command ended
+
+
+def ping_line(event: dict, stall_reasons: list[str] | tuple = (), last_exit: dict | None = None) -> str:
+    """The last line of a ping body, after `hbwrap: `: at the end of a run its exit code, attempts and reason
+    (`exit code 124 after 3 attempts: gave up (restarts exhausted), last stall: response`); within it, what
+    happened. `stall_reasons` are the run's stalls so far, `last_exit` its latest `exit` event."""
+    name = event.get("event")
+    attempt = event.get("attempt")
+    if name not in RUN_END_EVENTS:
+        text = f"attempt {attempt} {_headline(event)}" if attempt else _headline(event)
+        extra = event.get("detail")
+        return one_line(text + (f": {extra}" if extra else ""), PING_LINE_MAX_CHARS)
+    code = 0 if name == "success" else event.get("exit_code")
+    head = f"exit code {code}" if isinstance(code, int) else "no exit code"
+    if isinstance(attempt, int):
+        head += f" after {attempt} attempt" + ("" if attempt == 1 else "s")
+    reason = event.get("reason")
+    if name == "success":
+        what = "succeeded"
+        if stall_reasons:
+            count = len(stall_reasons)
+            what += (f" after 1 stall ({stall_reasons[0]})" if count == 1
+                     else f" after {count} stalls (the last: {stall_reasons[-1]})")
+    elif name == "failure":
+        what = "failed"
+        if last_exit and last_exit.get("signal"):
+            what += f" (killed by {last_exit['signal']})"
+    elif name == "escalate":
+        what = f"gave up ({reason or 'escalated'})"
+        if reason in ("command not found", "command not executable") and last_exit and last_exit.get("detail"):
+            what += f": {last_exit['detail']}"
+        stall = event.get("stall") or (stall_reasons[-1] if stall_reasons else None)
+        if stall:
+            what += f", last stall: {stall}"
+        if event.get("fatal_line"):
+            what += f", fatal line: {event['fatal_line']}"
+    else:
+        how = event.get("by") or event.get("signal")
+        what = f"stopped ({how})" if how else "stopped"
+    return one_line(f"{head}: {what}", PING_LINE_MAX_CHARS)
+
+
+def ping_body(output: bytes, line: str | None, limit: int) -> bytes:
+    """The POST body of a ping: the newest output, then one line `hbwrap: <line>`, all within `limit` bytes.
+
+    healthchecks keeps the first Ping-Body-Limit bytes of a body and, with keyword filtering on, decodes them as
+    strict UTF-8 (HTTP 500 otherwise): so the body is valid UTF-8 and the output part starts at a character
+    boundary, at a line start when one lies within its first PING_ALIGN_BYTES (see `utf8_tail`).
+    """
+    limit = max(0, int(limit))
+    end = b""
+    if line:
+        end = _utf8_head(("hbwrap: " + line).encode("utf-8", "replace"), max(0, limit - 1)) + b"\n"
+        if len(end) > limit:
+            end = b""
+    room = limit - len(end)
+    if output and end and not output.endswith(b"\n"):
+        room -= 1  # the newline that puts our line on a line of its own
+    out = utf8_tail(output, room) if room > 0 else b""
+    if out and end and not out.endswith(b"\n"):
+        out += b"\n"
+    return out + end
 
 
 # --- text ---------------------------------------------------------------------------------------
@@ -67,14 +149,42 @@ def one_line(value, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def tail_bytes_cut(raw: bytes, limit: int, align: int = 1024) -> bytes:
-    """The last `limit` bytes of `raw`; when they had to be cut, they start after the first newline if one is
-    within `align` bytes (no half line at the top), else at the cut (a long line keeps its end)."""
-    if len(raw) <= limit:
-        return raw
-    piece = raw[len(raw) - limit:]
-    nl = piece.find(b"\n", 0, align)
-    return piece[nl + 1:] if 0 <= nl < len(piece) - 1 else piece
+def _skip_continuation(data: bytes) -> bytes:
+    """`data` from its first byte that is not a UTF-8 continuation byte (at most 3 are skipped)."""
+    start = 0
+    while start < min(3, len(data)) and 0x80 <= data[start] <= 0xBF:
+        start += 1
+    return data[start:]
+
+
+def _utf8_head(data: bytes, limit: int) -> bytes:
+    """The first `limit` bytes of valid UTF-8 `data`, never ending inside a character."""
+    if len(data) <= limit:
+        return data
+    end = limit
+    while end > 0 and 0x80 <= data[end] <= 0xBF:
+        end -= 1
+    return data[:end]
+
+
+def utf8_tail(raw: bytes, limit: int, align: int = PING_ALIGN_BYTES) -> bytes:
+    """The end of the output in at most `limit` bytes of valid UTF-8 (invalid bytes become U+FFFD).
+
+    When it had to be cut, it starts after the first newline if one lies within its first `align` bytes (no
+    half line at the top), else at the first character boundary after the cut (a long line keeps its end).
+    """
+    if limit <= 0:
+        return b""
+    cut = len(raw) > limit
+    piece = _skip_continuation(raw[len(raw) - limit:]) if cut else raw
+    text = piece.decode("utf-8", "replace").encode("utf-8")
+    if len(text) > limit:  # a replaced byte takes 3: cut again, now at a boundary of valid UTF-8
+        text, cut = _skip_continuation(text[len(text) - limit:]), True
+    if cut:
+        nl = text.find(b"\n", 0, align)
+        if 0 <= nl < len(text) - 1:
+            text = text[nl + 1:]
+    return text
 
 
 def tail_text(raw: bytes, max_chars: int, max_lines: int) -> str:
