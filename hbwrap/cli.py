@@ -95,7 +95,7 @@ def run(
     alert_cmd: Optional[str] = typer.Option(None, "--alert-cmd", help="Run with sh -c for each alerted event; details in HBWRAP_EVENT, HBWRAP_REASON, HBWRAP_EVENT_JSON, ... (never spliced into the text)."),
     alert_webhook: Optional[List[str]] = typer.Option(None, "--alert-webhook", help="POST each alerted event to URL (repeatable; or $HBWRAP_ALERT_WEBHOOK, space-separated)."),
     webhook_format: Optional[str] = typer.Option(None, "--webhook-format", help="json | slack | discord. [default: json]"),
-    alert_on: Optional[str] = typer.Option(None, "--alert-on", help="Events that alert: all, or a comma list of event names. [default: stall,escalate,takeover]"),
+    alert_on: Optional[str] = typer.Option(None, "--alert-on", help="Events that alert: all, or a comma list of event names. [default: stall,escalate,takeover,restart_pending]"),
     ping_url: Optional[str] = typer.Option(None, "--ping-url", help="healthchecks.io-compatible pings: URL/start, URL, URL/fail (or $HBWRAP_PING_URL)."),
     config: Optional[str] = CONFIG_OPTION,
     if_running: Optional[str] = typer.Option(None, "--if-running", help="When a live supervisor already runs this job: skip (exit 0), fail (exit 75) or wait for it, then run. [default: skip]"),

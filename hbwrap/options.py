@@ -188,7 +188,7 @@ class RunOptions:
     alert_cmd: str | None = None
     alert_webhooks: tuple[str, ...] = ()
     webhook_format: str = "json"
-    alert_on: tuple[str, ...] | None = None  # None: stall, escalate, takeover
+    alert_on: tuple[str, ...] | None = None  # None: stall, escalate, takeover, restart_pending
     ping_url: str | None = None
 
     def to_json(self) -> dict:

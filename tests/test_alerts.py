@@ -157,16 +157,16 @@ def test_every_webhook_gets_the_alert(h, servers):
 
 # --- which events alert --------------------------------------------------------------------------
 
-def test_default_alert_on_is_stall_escalate_takeover_and_never_alert_failed(h, servers):
+def test_default_alert_on_is_stall_escalate_takeover_restart_pending_and_never_alert_failed(h, servers):
     srv = servers()
     alerter = h.make(webhooks=[srv.url()])
     for name in ("run_start", "attempt_start", "checkpoint", "kill", "exit", "restart", "success", "failure",
-                 "stop", "alert_failed"):
+                 "stop", "alert_failed", "approved", "denied", "lease_lost"):
         alerter.notify(ev(name))
-    for name in ("stall", "escalate", "takeover"):
+    for name in ("stall", "escalate", "takeover", "restart_pending"):
         alerter.notify(ev(name, reason="x"))
     alerter.close(5)
-    assert [json_body(r)["event"] for r in srv.requests] == ["stall", "escalate", "takeover"]
+    assert [json_body(r)["event"] for r in srv.requests] == ["stall", "escalate", "takeover", "restart_pending"]
 
 
 def test_alert_on_list_selects_events(h, servers):

@@ -23,7 +23,7 @@ CMD_OUTPUT_BYTES = 4096            # the alert command's output kept (alert_fail
 CMD_TERM_GRACE_S = 1.0             # timed-out alert command: SIGTERM to its group, then SIGKILL this much later
 CMD_PIPE_LINGER_S = 0.5            # after the shell exits, read what its background children still write this long
 _OWN_VARS = ("HBWRAP_EVENT", "HBWRAP_JOB", "HBWRAP_RUN_ID", "HBWRAP_ATTEMPT", "HBWRAP_REASON", "HBWRAP_EXIT_CODE",
-             "HBWRAP_CHECKPOINT", "HBWRAP_EVENT_JSON", "HBWRAP_SUMMARY")
+             "HBWRAP_CHECKPOINT", "HBWRAP_EVENT_JSON", "HBWRAP_SUMMARY", "HBWRAP_INCIDENT")
 
 
 class AlertCommand:
@@ -67,6 +67,8 @@ class AlertCommand:
         })
         if event.get("exit_code") is not None:
             base["HBWRAP_EXIT_CODE"] = value(event["exit_code"])
+        if event.get("incident_path"):
+            base["HBWRAP_INCIDENT"] = value(event["incident_path"])
         return base
 
     def run(self, event: dict) -> dict:

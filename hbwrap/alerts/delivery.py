@@ -63,6 +63,43 @@ def _warning(delivery: _Delivery, reason: str, tries) -> str:
     return one_line(f"{what} failed ({how}): {reason}", WARNING_MAX_CHARS)
 
 
+class RunHistory:
+    """What the current run has been through, as far as its texts need it: its stalls, the attempt that came
+    after the last one (a success after a stall is a recovery), its latest `exit` event."""
+
+    def __init__(self):
+        self.run_id: str | None = None
+        self.stalls: list[dict] = []
+        self.after_stall: dict | None = None
+        self.last_exit: dict | None = None
+
+    def stall_reasons(self) -> list[str]:
+        return [str(s["reason"]) for s in self.stalls if s.get("reason")]
+
+    def track(self, event: dict) -> dict | None:
+        """Learn `event`; for a success after a stall, the recovery facts."""
+        name, run_id = event.get("event"), event.get("run_id")
+        if name == "run_start" or run_id != self.run_id:
+            self.run_id, self.stalls, self.after_stall, self.last_exit = run_id, [], None, None
+        if name == "stall":
+            self.stalls.append({"ts": event.get("ts"), "reason": event.get("reason"),
+                                "checkpoint": event.get("checkpoint")})
+            self.after_stall = None
+        elif name == "exit":
+            self.last_exit = event
+        elif name == "attempt_start" and self.stalls and self.after_stall is None:
+            self.after_stall = {"ts": event.get("ts"), "resume_from": event.get("resume_from"),
+                                "attempt": event.get("attempt")}
+        elif name == "success" and self.stalls:
+            first = self.stalls[0]
+            recovered_ts = (self.after_stall or {}).get("ts") or event.get("ts")
+            return {"stalls": len(self.stalls), "stalled_at": first["ts"], "stall_reason": first["reason"],
+                    "stalled_at_hhmm": hhmm(first["ts"]), "recovered_at": recovered_ts,
+                    "recovered_at_hhmm": hhmm(recovered_ts),
+                    "resumed_from": (self.after_stall or {}).get("resume_from")}
+        return None
+
+
 class Alerter:
     """Sends alerts (command, webhooks) and healthchecks.io pings for a job's events, never blocking the caller.
 
@@ -102,11 +139,7 @@ class Alerter:
         self._closing = self._closed = self._abandoned = False
         # written by workers under the lock, so closing both ends (under the lock too) never races a write
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        # the run's history: stalls seen in this run, the attempt that came after the last one, the last exit
-        self._run_id: str | None = None
-        self._stalls: list[dict] = []
-        self._after_stall: dict | None = None
-        self._last_exit: dict | None = None
+        self._history = RunHistory()
 
     # --- public --------------------------------------------------------------------------------
     @property
@@ -121,7 +154,7 @@ class Alerter:
         with self._cond:
             for event in events:
                 try:
-                    self._track(event)
+                    self._history.track(event)
                 except Exception:
                     pass
 
@@ -159,9 +192,9 @@ class Alerter:
             self._cond.notify_all()
 
     def in_flight(self) -> bool:
-        """Whether any delivery is still queued or running."""
+        """Whether any delivery is still queued or running (never after abandon: those are recorded)."""
         with self._cond:
-            return any(lane.busy() for lane in self._lanes.values())
+            return not self._closed and any(lane.busy() for lane in self._lanes.values())
 
     def abandon(self, waited_s: float) -> None:
         """Give up on what is still queued or running: each becomes an `alert_failed` ("timeout at exit (still in
@@ -188,29 +221,6 @@ class Alerter:
             pass
 
     # --- deciding ------------------------------------------------------------------------------
-    def _track(self, event: dict) -> dict | None:
-        """Update the run's history; for a success after a stall, the recovery facts."""
-        name, run_id = event.get("event"), event.get("run_id")
-        if name == "run_start" or run_id != self._run_id:
-            self._run_id, self._stalls, self._after_stall, self._last_exit = run_id, [], None, None
-        if name == "stall":
-            self._stalls.append({"ts": event.get("ts"), "reason": event.get("reason"),
-                                 "checkpoint": event.get("checkpoint")})
-            self._after_stall = None
-        elif name == "exit":
-            self._last_exit = event
-        elif name == "attempt_start" and self._stalls and self._after_stall is None:
-            self._after_stall = {"ts": event.get("ts"), "resume_from": event.get("resume_from"),
-                                 "attempt": event.get("attempt")}
-        elif name == "success" and self._stalls:
-            first = self._stalls[0]
-            recovered_ts = (self._after_stall or {}).get("ts") or event.get("ts")
-            return {"stalls": len(self._stalls), "stalled_at": first["ts"], "stall_reason": first["reason"],
-                    "stalled_at_hhmm": hhmm(first["ts"]), "recovered_at": recovered_ts,
-                    "recovered_at_hhmm": hhmm(recovered_ts),
-                    "resumed_from": (self._after_stall or {}).get("resume_from")}
-        return None
-
     def _notify(self, event: dict) -> None:
         name = event.get("event")
         if name in ("alert_failed", "alert_output") or not isinstance(name, str):
@@ -218,9 +228,9 @@ class Alerter:
         with self._cond:
             if self._closing:
                 return
-            recovery = self._track(event)
-            stall_reasons = [str(s["reason"]) for s in self._stalls if s.get("reason")]
-            last_exit = self._last_exit
+            recovery = self._history.track(event)
+            stall_reasons = self._history.stall_reasons()
+            last_exit = self._history.last_exit
         alert = name in self.alert_on or (recovery is not None and "stall" in self.alert_on)
         action = ping_action(event) if self.ping_url else None
         alerting = bool(alert and (self.alert_cmd or self.webhooks))
@@ -274,8 +284,8 @@ class Alerter:
                 lane = self._lanes[lane_name] = _Lane(lane_name)
             lane.queue.append(delivery)
             if lane.thread is None:
-                lane.thread = threading.Thread(target=self._work, args=(lane,), name=f"hbwrap-alert-{delivery.channel}",
-                                               daemon=True)
+                lane.thread = threading.Thread(target=self._work, args=(lane,),
+                                               name=f"hbwrap-alert-{delivery.channel}", daemon=True)
                 lane.thread.start()
             self._cond.notify_all()
 

@@ -9,7 +9,7 @@ import re
 from datetime import datetime
 from urllib.parse import urlsplit, urlunsplit
 
-DEFAULT_ALERT_ON = frozenset({"stall", "escalate", "takeover"})
+DEFAULT_ALERT_ON = frozenset({"stall", "escalate", "takeover", "restart_pending"})
 WEBHOOK_FORMATS = ("json", "slack", "discord")
 
 PING_BODY_BYTES = 10_000           # healthchecks keeps the first PING_BODY_LIMIT bytes (10,000 self-hosted by
@@ -23,6 +23,7 @@ CHAT_TAIL_CHARS, CHAT_TAIL_LINES = 1500, 20
 DISCORD_MAX_CHARS = 2000
 SUMMARY_MAX_CHARS = 900
 FIELD_MAX_CHARS = 8192             # any one string of the event, as sent (a checkpoint can be a huge line)
+INCIDENT_MAX_LINES, INCIDENT_LINE_CHARS = 8, 160  # a stall's incident_summary in chat and JSON alerts
 
 
 # --- healthchecks.io pings ----------------------------------------------------------------------
@@ -51,7 +52,7 @@ def ping_endpoint(ping_url: str, action: str, run_id: str | None) -> str:
 
 
 RUN_END_EVENTS = frozenset({"success", "failure", "escalate", "stop"})
-_PING_LOG_EVENTS = frozenset({"stall", "takeover"})
+_PING_LOG_EVENTS = frozenset({"stall", "takeover", "restart_pending", "lease_lost"})
 
 
 def ping_action(event: dict) -> str | None:
@@ -79,7 +80,7 @@ def ping_line(event: dict, stall_reasons: list[str] | tuple = (), last_exit: dic
     attempt = event.get("attempt")
     if name not in RUN_END_EVENTS:
         text = f"attempt {attempt} {_headline(event)}" if attempt else _headline(event)
-        extra = event.get("detail")
+        extra = _approval_text(event) if name == "restart_pending" else event.get("detail")
         return one_line(text + (f": {extra}" if extra else ""), PING_LINE_MAX_CHARS)
     code = 0 if name == "success" else event.get("exit_code")
     head = f"exit code {code}" if isinstance(code, int) else "no exit code"
@@ -255,7 +256,65 @@ def _headline(event: dict) -> str:
         return "taken over by a new supervisor" + (f" (the previous one, pid {prev}, died or hung)" if prev else "")
     if name == "stop":
         return f"stopped ({event.get('signal')})" if event.get("signal") else "stopped"
+    if name == "restart_pending":
+        return "waits for approval to restart"
+    if name in ("approved", "denied"):
+        by = event.get("by")
+        return f"restart {name}" + (f" by {one_line(by, 100)}" if by else "")
+    if name == "lease_lost":
+        return "lost its lease"
     return str(name)
+
+
+def _human_duration(value) -> str | None:
+    """`30m`, `1h30m`, `45s` for a number of seconds; None when it is not one."""
+    try:
+        seconds = int(round(float(value)))
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if seconds < 60:
+        return f"{max(seconds, 0)}s"
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "")
+    return text + (f"{secs}s" if secs and not hours else "")
+
+
+def approval_commands(event: dict) -> tuple[str, str]:
+    """The commands that answer a `restart_pending` event (job names never need shell quoting)."""
+    job = one_line(event.get("job") or "NAME", 64)
+    return f"hbwrap approve {job}", f"hbwrap deny {job}"
+
+
+def _approval_text(event: dict) -> str:
+    """What to run, where and by when, e.g. run `hbwrap approve J` to restart now or `hbwrap deny J` to give up,
+    on host web-1, before 02:43 (30m window)."""
+    approve, deny = approval_commands(event)
+    text = f"run `{approve}` to restart now or `{deny}` to give up"
+    if event.get("host"):
+        text += f", on host {one_line(event['host'], 100)}"
+    window = _human_duration(event.get("delay_s"))
+    if event.get("approve_by"):
+        text += f", before {hhmm(event['approve_by'])}" + (f" ({window} window)" if window else "")
+    elif window:
+        text += f", within {window}"
+    default = event.get("approval_default")
+    if default in ("restart", "abort"):
+        text += "; without an answer it " + ("restarts" if default == "restart" else "gives up")
+    return text
+
+
+def incident_lines(event: dict) -> list[str]:
+    """A stall's `incident_summary` (a string of lines, or a list), bounded: one short line per process."""
+    summary = event.get("incident_summary")
+    if not summary:
+        return []
+    raw = summary if isinstance(summary, (list, tuple)) else str(summary).split("\n")
+    lines = [one_line(line, INCIDENT_LINE_CHARS) for line in raw if str(line).strip()]
+    if len(lines) > INCIDENT_MAX_LINES:
+        more = len(lines) - INCIDENT_MAX_LINES + 1
+        lines = lines[:INCIDENT_MAX_LINES - 1] + [f"… {more} more"]
+    return lines
 
 
 def summarize(event: dict, recovery: dict | None = None) -> str:
@@ -278,8 +337,12 @@ def summarize(event: dict, recovery: dict | None = None) -> str:
         if recovery.get("resumed_from"):
             line += f" from checkpoint {one_line(recovery['resumed_from'])}"
         extra.append(line)
+    if name == "restart_pending":
+        extra.append(_approval_text(event))
     if event.get("detail"):
         extra.append(one_line(event["detail"], 300))
+    if name == "stall" and event.get("incident"):
+        extra.append(f"incident {one_line(event['incident'], 80)} (`hbwrap incident {one_line(event.get('job'), 64)}`)")
     if name == "escalate" and event.get("fatal_line"):
         extra.append(f"fatal line: {one_line(event['fatal_line'])}")
     if extra:
@@ -298,30 +361,44 @@ def _slack_escape(text: str) -> str:
 
 def webhook_body(fmt: str, event: dict, summary: str, tail: bytes | None, extra: dict | None = None) -> dict:
     """The JSON document POSTed to a webhook of format `fmt` (json, slack, discord)."""
+    procs = "\n".join(incident_lines(event))
     if fmt == "slack":
         text = _slack_escape(summary)
+        if procs:
+            text += "\n```\n" + _slack_escape(_fence(procs)) + "\n```"
         if tail:
             out = tail_text(tail, CHAT_TAIL_CHARS, CHAT_TAIL_LINES)
             if out.strip():
                 text += "\n```\n" + _slack_escape(_fence(out)) + "\n```"
         return {"text": text}
     if fmt == "discord":
-        head = summary[:1000]
-        content = head
-        if tail:
-            room = DISCORD_MAX_CHARS - len(head) - len("\n```\n\n```")
-            out = _fence(tail_text(tail, min(room, CHAT_TAIL_CHARS), CHAT_TAIL_LINES)) if room > 40 else ""
-            out = out[-room:] if room > 0 else ""
-            if out.strip():
-                content = f"{head}\n```\n{out}\n```"
-        # output may contain @everyone or <@id>: never let it ping anyone
-        return {"content": content[:DISCORD_MAX_CHARS], "allowed_mentions": {"parse": []}}
+        return _discord_body(summary, procs, tail)
     body = dict(event)
     body.update(extra or {})
     body["summary"] = summary
+    if "incident_summary" in body:
+        body["incident_summary"] = procs
+    if event.get("event") == "restart_pending":
+        body["approve_command"], body["deny_command"] = approval_commands(event)
     if tail:
         body["output_tail"] = tail_text(tail, JSON_TAIL_CHARS, JSON_TAIL_LINES)
     return body
+
+
+def _discord_body(summary: str, procs: str, tail: bytes | None) -> dict:
+    """Summary, the incident's processes and the output's end, in Discord's 2,000 characters."""
+    block = len("\n```\n\n```")
+    content = summary[:1000]
+    if procs:
+        content += f"\n```\n{_fence(procs)[:DISCORD_MAX_CHARS - len(content) - block - 200]}\n```"
+    if tail:
+        room = DISCORD_MAX_CHARS - len(content) - block
+        out = _fence(tail_text(tail, min(room, CHAT_TAIL_CHARS), CHAT_TAIL_LINES)) if room > 40 else ""
+        out = out[-room:] if room > 0 else ""
+        if out.strip():
+            content += f"\n```\n{out}\n```"
+    # output may contain @everyone or <@id>: never let it ping anyone
+    return {"content": content[:DISCORD_MAX_CHARS], "allowed_mentions": {"parse": []}}
 
 
 def trimmed_event(event: dict) -> dict:

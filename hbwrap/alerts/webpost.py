@@ -97,7 +97,8 @@ class Poster:
                         info["body_limit"] = reply.body_limit
                     return info
                 reason = f"HTTP {status}"
-                text = one_line(reply.snippet.decode("utf-8", "replace"), RESPONSE_SNIPPET_BYTES) if reply.snippet else ""
+                snippet = reply.snippet.decode("utf-8", "replace")
+                text = one_line(snippet, RESPONSE_SNIPPET_BYTES) if snippet else ""
                 if text:
                     reason += f": {text}"
                 retryable = status >= 500 or status in (408, 429)
