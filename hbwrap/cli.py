@@ -95,8 +95,8 @@ def run(
     alert_cmd: Optional[str] = typer.Option(None, "--alert-cmd", help="Run with sh -c for each alerted event; details in HBWRAP_EVENT, HBWRAP_REASON, HBWRAP_EVENT_JSON, ... (never spliced into the text)."),
     alert_webhook: Optional[List[str]] = typer.Option(None, "--alert-webhook", help="POST each alerted event to URL (repeatable; or $HBWRAP_ALERT_WEBHOOK, space-separated)."),
     webhook_format: Optional[str] = typer.Option(None, "--webhook-format", help="json | slack | discord. [default: json]"),
-    alert_on: Optional[str] = typer.Option(None, "--alert-on", help="Events that alert: all, or a comma list of event names. [default: stall,escalate,takeover]"),
-    ping_url: Optional[str] = typer.Option(None, "--ping-url", help="healthchecks.io-compatible pings: URL/start, URL, URL/fail (or $HBWRAP_PING_URL)."),
+    alert_on: Optional[str] = typer.Option(None, "--alert-on", help="Events that alert: all, or a comma list of event names. [default: stall,escalate,takeover,restart_pending]"),
+    ping_url: Optional[str] = typer.Option(None, "--ping-url", help="healthchecks.io-compatible pings: URL/start, at the end URL/<exit code> (URL/0 on success), URL/log on a stall; the body ends with what happened (or $HBWRAP_PING_URL)."),
     config: Optional[str] = CONFIG_OPTION,
     if_running: Optional[str] = typer.Option(None, "--if-running", help="When a live supervisor already runs this job: skip (exit 0), fail (exit 75) or wait for it, then run. [default: skip]"),
     lease: Optional[str] = typer.Option(None, "--lease", help="Renew the supervisor's lease at least every lease/3; a supervisor whose lease is older is hung and is taken over. [default: 30s]"),
@@ -254,7 +254,7 @@ def config_show(
     opts, settings, origins, _config = run_settings(
         _given(run_ctx, params.get("command")), params.get("name"), params.get("config"), need_command=False)
     settings["state-dir"] = opts.state_dir
-    from hbwrap.alerts import mask_url
+    from hbwrap.alerts.mask import mask_url
 
     settings["alert-webhook"] = [mask_url(u) for u in settings.get("alert-webhook") or []]
     if settings.get("ping-url"):

@@ -90,7 +90,7 @@ DEFAULTS: dict[str, Any] = {
     "alert-cmd": None,
     "alert-webhook": [],
     "webhook-format": "json",
-    "alert-on": "stall,escalate,takeover",
+    "alert-on": "stall,escalate,takeover,restart_pending",
     "ping-url": None,
     "if-running": "skip",
     "lease": "30s",
@@ -764,7 +764,7 @@ log-max-size = "50MB"
 # alert-cmd = 'notify-send "hbwrap: $HBWRAP_JOB $HBWRAP_EVENT ($HBWRAP_REASON)"'
 # alert-webhook = ["https://hooks.slack.com/services/T000/B000/XXXX"]
 # webhook-format = "slack"  # json | slack | discord
-# alert-on = ["stall", "escalate", "takeover"]   # or "all"
+# alert-on = ["stall", "escalate", "takeover", "restart_pending"]   # or "all"
 
 # Browser automation: a script drives a headless browser to post at 03:00 sharp.
 # Browsers hang on a loading screen or a dialog while the process stays alive, so

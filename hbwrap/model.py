@@ -37,6 +37,10 @@ class Event(str, Enum):
     TAKEOVER = "takeover"
     STOP = "stop"
     ALERT_FAILED = "alert_failed"
+    LEASE_LOST = "lease_lost"
+    RESTART_PENDING = "restart_pending"
+    APPROVED = "approved"
+    DENIED = "denied"
     ALERT_OUTPUT = "alert_output"  # not in SPEC §7: what a successful --alert-cmd printed (never alerted on)
     CRASH = "supervisor_crash"     # not in SPEC §7: an unexpected exception in the supervisor, with its traceback
 

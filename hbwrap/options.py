@@ -189,7 +189,7 @@ class RunOptions:
     alert_cmd: str | None = None
     alert_webhooks: tuple[str, ...] = ()
     webhook_format: str = "json"
-    alert_on: tuple[str, ...] | None = None  # None: stall, escalate, takeover
+    alert_on: tuple[str, ...] | None = None  # None: stall, escalate, takeover, restart_pending
     ping_url: str | None = None
 
     def to_json(self) -> dict:
@@ -213,7 +213,7 @@ class RunOptions:
 
 
 def _check_url(url: str, option: str) -> None:
-    from hbwrap.alerts import url_problem
+    from hbwrap.alerts.mask import url_problem
 
     problem = url_problem(str(url))
     if problem:

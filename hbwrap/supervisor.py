@@ -7,6 +7,7 @@ hanging webhook or a slow keeper cannot delay a deadline, a signal or a lease re
 """
 from __future__ import annotations
 
+import collections
 import os
 import random
 import select
@@ -94,6 +95,8 @@ class Supervisor:
         self.probe = None
         self.probe_killed = False
         self.alerter = None
+        self.alert_warnings: collections.deque[str] = collections.deque()
+        self.closing_since: float | None = None
         self.inotify = None
         self.wake_r = self.wake_w = -1
         self.catch_up = False
@@ -165,13 +168,14 @@ class Supervisor:
         opts = self.opts
         if not (opts.alert_cmd or opts.alert_webhooks or opts.ping_url):
             return
-        from hbwrap.alerts import Alerter
+        from hbwrap.alerts.delivery import Alerter
 
         self.alerter = Alerter(job=opts.name, alert_cmd=opts.alert_cmd, webhooks=list(opts.alert_webhooks),
                                webhook_format=opts.webhook_format,
                                alert_on=frozenset(opts.alert_on) if opts.alert_on is not None else None,
                                ping_url=opts.ping_url, record=lambda fields: self.emit(Event.ALERT_FAILED, **fields),
-                               delivered=self._alert_delivered, output_tail=self.observer.output_tail)
+                               delivered=self._alert_delivered, output_tail=self.observer.output_tail,
+                               warn=self.alert_warnings.append)  # printed by the loop (thread-safe deque)
 
     def _alert_delivered(self, fields: dict) -> None:
         """A delivery went through: keep what a successful alert command printed (bounded, masked) in the events."""
@@ -257,8 +261,9 @@ class Supervisor:
             pass
 
     def _cleanup(self) -> None:
-        if self.alerter is not None:
-            self.alerter.close(ALERT_CLOSE_WAIT_S)  # SPEC §9: up to 10 s for alerts still in flight
+        if self.alerter is not None:  # the loop did not get to close it (an error): close it here
+            self.alerter.close(ALERT_CLOSE_WAIT_S)
+            self._print_warnings()
         for handle in (self.handle, self.standby):
             if handle is not None:
                 handle.wait_released(KEEPER_EXIT_WAIT_S)  # so that it holds none of our pipes when we exit
@@ -301,7 +306,7 @@ class Supervisor:
     # --- the loop ----------------------------------------------------------------------------------
     def _loop(self) -> int:
         st = self.st
-        while st.phase is not Phase.CLOSING:
+        while not self._closed(self.clock.mono()):
             now = self.clock.mono()
             ready = self.waiter.wait(self._poll_fds(), self._timeout(now))
             now = self.clock.mono()
@@ -311,6 +316,23 @@ class Supervisor:
             self._after(now)
         return st.exit_code if st.exit_code is not None else 125
 
+    def _closed(self, now: float) -> bool:
+        """The run is over: done once alerts in flight are delivered (up to 10 s, SPEC §9) — waited for in the
+        loop's own poll, so that nothing else is held up meanwhile."""
+        if self.st.phase is not Phase.CLOSING:
+            return False
+        if self.alerter is None:
+            return True
+        if self.closing_since is None:
+            self.closing_since = now
+            self.alerter.begin_close()
+        if self.alerter.in_flight() and now < self.closing_since + ALERT_CLOSE_WAIT_S:
+            return False
+        self.alerter.abandon(now - self.closing_since)
+        self._print_warnings()
+        self.alerter = None
+        return True
+
     def _poll_fds(self) -> list[tuple[int, int]]:
         fds = [(self.wake_r, select.POLLIN)]
         if self.inotify is not None:
@@ -319,12 +341,16 @@ class Supervisor:
             if source is not None:
                 fds.extend((fd, select.POLLIN) for fd in source.fds())
         fds.extend((fd, select.POLLOUT) for fd in self.passthrough.poll_fds())
+        if self.alerter is not None and self.alerter.fileno() >= 0:
+            fds.append((self.alerter.fileno(), select.POLLIN))
         return fds
 
     def _timeout(self, now: float) -> float | None:
         if self.observer.more_output or self.catch_up or self.recheck_keeper:
             return 0.0
         at = [policy.wake_at(self.st, self.opts, now)]
+        if self.closing_since is not None:
+            at.append(self.closing_since + ALERT_CLOSE_WAIT_S)
         if self.status_line is not None:
             at.append(self.next_status_at)
         if self.inotify is None or (self.handle is not None and self.handle.pidfd is None):
@@ -353,8 +379,16 @@ class Supervisor:
             code = -1 if self.probe_killed else self.probe.result()
             if code is not None:
                 obs.probe_exit, self.probe, self.probe_killed = code, None, False
+        if self.alerter is not None and self.alerter.fileno() in ready:
+            self.alerter.drain_wakeups()
+        self._print_warnings()
         self.passthrough.ready(ready)
         return obs
+
+    def _print_warnings(self) -> None:
+        """Alert failures the delivery threads reported: one line each, also under --quiet (SPEC §9)."""
+        while self.alert_warnings:
+            self.passthrough.message(f"hbwrap: {self.alert_warnings.popleft()}\n")
 
     def _observe_attempt(self, obs: policy.Observations, ready: set[int], changed, now: float, first: bool) -> None:
         h, st = self.handle, self.st

@@ -278,3 +278,48 @@ def _kill_tagged_processes(request):
     yield
     if tmp is not None:
         kill_test_processes(tmp)
+
+
+# --- alert tests: loopback servers and Alerters (helpers in alertkit.py, hcfake.py) ---------------------
+
+@pytest.fixture
+def servers():
+    """Make scripted loopback HTTP servers (alertkit.Server); all are stopped after the test."""
+    from alertkit import Server
+
+    made = []
+
+    def make(*args, **kw):
+        made.append(Server(*args, **kw))
+        return made[-1]
+
+    yield make
+    for server in made:
+        server.stop()
+
+
+@pytest.fixture
+def h():
+    """An alertkit.Harness: Alerters whose records land in lists; all are closed after the test."""
+    from alertkit import Harness
+
+    harness = Harness()
+    yield harness
+    for alerter in harness.alerters:
+        alerter.close(wait_s=0)
+
+
+@pytest.fixture
+def hc():
+    """Make healthchecks stand-ins (hcfake.FakeHealthchecks); all are stopped after the test."""
+    from hcfake import FakeHealthchecks
+
+    made = []
+
+    def make(**kw):
+        made.append(FakeHealthchecks(**kw))
+        return made[-1]
+
+    yield make
+    for server in made:
+        server.stop()

@@ -1,6 +1,7 @@
 """hbwrap.alerts in-process: real loopback HTTP servers and real alert commands, no hbwrap binary needed.
 
 Every wait is bounded (`wait_for`); servers record every request; a hung server is released at teardown.
+The helpers are in alertkit.py, the fixtures `h` and `servers` in conftest.py.
 """
 from __future__ import annotations
 
@@ -8,176 +9,19 @@ import base64
 import json
 import re
 import os
-import socket
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from alertkit import (DISCORD_TOKEN, HC_PING_KEY, HC_UUID, RUN_ID, SLACK_TOKEN, ev, free_port, json_body, local_ts,
+                      wait_for)
 from conftest import alive
-from hbwrap.alerts import (Alerter, mask_text, mask_url, mask_urls_in, ping_endpoint, ping_rid, summarize,
-                           tail_bytes_cut, tail_text, url_problem)
-
-SLACK_TOKEN = "abcdEFGHijklMNOPqrstUVWX"
-DISCORD_TOKEN = "AbCdEf-GhIjKlMnOpQrStUvWxYz_0123456789abcdefABCDEFghijklmnopqrstuv"
-HC_UUID = "3f1c2d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
-HC_PING_KEY = "fqOOd6-F4MMNuCEnzTU01w"
-RUN_ID = "20240501T021000Z-a1b2c3"
-
-
-# --- helpers --------------------------------------------------------------------------------------
-
-def wait_for(predicate, timeout: float = 5.0, what: str = "condition"):
-    end = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= end:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value {value!r}")
-        time.sleep(0.01)
-
-
-def iso_utc(when: datetime) -> str:
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def local_ts(hour: int, minute: int) -> str:
-    """The ISO UTC timestamp of a local wall-clock time (summaries show local HH:MM)."""
-    return iso_utc(datetime(2024, 5, 1, hour, minute).astimezone())
-
-
-def ev(name: str, **fields) -> dict:
-    event = {"ts": fields.pop("ts", iso_utc(datetime.now(timezone.utc))), "job": "reddit-3am",
-             "run_id": fields.pop("run_id", RUN_ID), "attempt": fields.pop("attempt", 1), "event": name}
-    event.update(fields)
-    return event
-
-
-class Server:
-    """A threaded loopback HTTP server that records every request and answers from a script."""
-
-    def __init__(self, replies=(), default=200, echo_path=False, location=None, headers=None):
-        self.requests: list[dict] = []
-        self.replies = list(replies)       # status codes (or "sleep") for the first requests, in order
-        self.default = default
-        self.echo_path = echo_path         # put the request path in the response body (a leaky server)
-        self.location = location           # Location header of 3xx replies
-        self.headers = dict(headers or {})  # sent with every reply
-        self.release = threading.Event()   # set at teardown: sleeping handlers return
-        self.lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length)
-                with outer.lock:
-                    outer.requests.append({"method": "POST", "path": self.path, "headers": dict(self.headers),
-                                           "body": body, "at": time.monotonic()})
-                    reply = outer.replies.pop(0) if outer.replies else outer.default
-                if reply == "sleep":
-                    outer.release.wait(60)
-                    reply = 200
-                data = (self.path if outer.echo_path else "OK").encode()
-                try:
-                    self.send_response(reply)
-                    self.send_header("Content-Type", "text/plain")
-                    self.send_header("Content-Length", str(len(data)))
-                    if outer.location:
-                        self.send_header("Location", outer.location)
-                    for key, value in outer.headers.items():
-                        self.send_header(key, value)
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:
-                    pass
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.httpd.handle_error = lambda *a: None
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str = "/hook") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def got(self, n: int, timeout: float = 5.0) -> list[dict]:
-        wait_for(lambda: len(self.requests) >= n, timeout, f"{n} request(s) at port {self.port}")
-        return list(self.requests)
-
-    def stop(self) -> None:
-        self.release.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def servers():
-    made: list[Server] = []
-
-    def make(*args, **kw) -> Server:
-        made.append(Server(*args, **kw))
-        return made[-1]
-
-    yield make
-    for server in made:
-        server.stop()
-
-
-class Harness:
-    """Builds Alerters whose alert_failed records land in a list; closes them all at teardown."""
-
-    def __init__(self):
-        self.records: list[dict] = []
-        self.delivered: list[dict] = []
-        self.tail = b"line 1\nline 2\nlast line of output\n"
-        self.alerters: list[Alerter] = []
-
-    def output_tail(self, n: int) -> bytes:
-        return self.tail[-n:]
-
-    def make(self, **kw) -> Alerter:
-        args = dict(job="reddit-3am", alert_cmd=None, webhooks=[], webhook_format="json", alert_on=None,
-                    ping_url=None, record=self.records.append, output_tail=self.output_tail, backoff_s=0.02,
-                    delivered=self.delivered.append)
-        args.update(kw)
-        alerter = Alerter(**args)
-        self.alerters.append(alerter)
-        return alerter
-
-    def wait_records(self, n: int, timeout: float = 5.0) -> list[dict]:
-        wait_for(lambda: len(self.records) >= n, timeout, f"{n} alert_failed record(s)")
-        return list(self.records)
-
-
-@pytest.fixture
-def h():
-    harness = Harness()
-    yield harness
-    for alerter in harness.alerters:
-        alerter.close(wait_s=0)
-
-
-def free_port() -> int:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
-
-
-def json_body(request: dict) -> dict:
-    return json.loads(request["body"].decode())
-
+from hbwrap.alerts.delivery import Alerter
+from hbwrap.alerts.mask import mask_text, mask_url, mask_urls_in, url_problem
+from hbwrap.alerts.messages import ping_endpoint, ping_rid, summarize, tail_text, utf8_tail
 
 # --- masking -------------------------------------------------------------------------------------
 
@@ -313,16 +157,16 @@ def test_every_webhook_gets_the_alert(h, servers):
 
 # --- which events alert --------------------------------------------------------------------------
 
-def test_default_alert_on_is_stall_escalate_takeover_and_never_alert_failed(h, servers):
+def test_default_alert_on_is_stall_escalate_takeover_restart_pending_and_never_alert_failed(h, servers):
     srv = servers()
     alerter = h.make(webhooks=[srv.url()])
     for name in ("run_start", "attempt_start", "checkpoint", "kill", "exit", "restart", "success", "failure",
-                 "stop", "alert_failed"):
+                 "stop", "alert_failed", "approved", "denied", "lease_lost"):
         alerter.notify(ev(name))
-    for name in ("stall", "escalate", "takeover"):
+    for name in ("stall", "escalate", "takeover", "restart_pending"):
         alerter.notify(ev(name, reason="x"))
     alerter.close(5)
-    assert [json_body(r)["event"] for r in srv.requests] == ["stall", "escalate", "takeover"]
+    assert [json_body(r)["event"] for r in srv.requests] == ["stall", "escalate", "takeover", "restart_pending"]
 
 
 def test_alert_on_list_selects_events(h, servers):
@@ -403,11 +247,14 @@ def test_ping_sequence_of_a_successful_run(h, servers):
     assert len(srv.requests) == 2 and h.records == []
     rid = ping_rid(RUN_ID)
     assert urlsplit(start["path"]).path == f"/ping/{HC_UUID}/start"
-    assert urlsplit(success["path"]).path == f"/ping/{HC_UUID}"
+    assert urlsplit(success["path"]).path == f"/ping/{HC_UUID}/0"  # the server records exit status 0
     for req in (start, success):
         assert parse_qs(urlsplit(req["path"]).query) == {"rid": [rid]}
     assert start["body"] == b""  # the log at run start still holds the previous run's output
-    assert success["body"] == h.tail[-10000:]  # last 10 KB (healthchecks' PING_BODY_LIMIT), byte for byte
+    # within 10 KB (healthchecks' PING_BODY_LIMIT): the newest output, as valid UTF-8, then what happened
+    line = b"hbwrap: exit code 0 after 1 attempt: succeeded\n"
+    assert len(success["body"]) <= 10000 and success["body"].endswith(b"o" * 100 + b"\nthe end\n" + line)
+    assert success["body"] == utf8_tail(h.tail, 10000 - len(line)) + line
 
 
 def test_ping_body_shrinks_to_the_servers_ping_body_limit_keeping_the_newest_output(h, servers):
@@ -421,8 +268,8 @@ def test_ping_body_shrinks_to_the_servers_ping_body_limit_keeping_the_newest_out
     start, fail = srv.got(2)
     alerter.close(5)
     assert h.records == []
-    assert len(fail["body"]) <= 100 and fail["body"].endswith(b"the error at the end\n")
-    assert fail["body"].startswith(b"line "), fail["body"]  # whole lines: cut after a newline
+    assert len(fail["body"]) <= 100 and fail["body"].endswith(b"the error at the end\nhbwrap: exit code 3 after 1 "
+                                                             b"attempt: failed\n"), fail["body"]
 
 
 @pytest.mark.parametrize("header", ["nonsense", "0", "-5", ""])
@@ -435,17 +282,8 @@ def test_a_ping_body_limit_that_makes_no_sense_is_ignored(h, servers, header):
     alerter.notify(ev("success", exit_code=0))
     start, success = srv.got(2)
     alerter.close(5)
-    assert h.records == [] and len(success["body"]) > 9000 and success["body"].endswith(b"line 0999 of the output\n")
-
-
-@pytest.mark.parametrize("raw, limit, expected", [
-    (b"short\n", 100, b"short\n"),
-    (b"aaaa\nbbbb\ncccc\n", 12, b"bbbb\ncccc\n"),        # cut inside 'aaaa': start at the next line
-    (b"x" * 5000 + b"\nend\n", 3000, b"x" * 2995 + b"\nend\n"),  # no newline near the cut: keep the bytes
-    (b"\xff" * 50, 10, b"\xff" * 10),                      # binary: the last bytes as they are
-])
-def test_tail_bytes_cut(raw, limit, expected):
-    assert tail_bytes_cut(raw, limit) == expected
+    assert h.records == [] and 9000 < len(success["body"]) <= 10000
+    assert success["body"].endswith(b"line 0999 of the output\nhbwrap: exit code 0 after 1 attempt: succeeded\n")
 
 
 def test_ping_sequence_of_failing_runs(h, servers):
@@ -460,10 +298,11 @@ def test_ping_sequence_of_failing_runs(h, servers):
     reqs = srv.got(5)
     alerter.close(5)
     paths = [urlsplit(r["path"]).path.rsplit("/", 1)[-1] for r in reqs]
-    assert paths == ["start", "log", "fail", "start", "fail"]
+    assert paths == ["start", "log", "3", "start", "124"]
     rids = [parse_qs(urlsplit(r["path"]).query)["rid"][0] for r in reqs]
     assert rids == [ping_rid(RUN_ID)] * 3 + [ping_rid("run-2")] * 2
-    assert reqs[1]["body"] == reqs[2]["body"] == h.tail
+    assert reqs[1]["body"] == h.tail + b"hbwrap: attempt 1 stalled (response)\n"
+    assert reqs[2]["body"] == h.tail + b"hbwrap: exit code 3 after 1 attempt: failed\n"
 
 
 def test_a_hung_webhook_does_not_delay_the_ping(h, servers):
