@@ -454,8 +454,8 @@ class Keeper:
         spared = self.watch.excluded()
         if not spared:
             return True
-        me = os.getpid()
-        return any(ppid == me and pid not in spared for pid, ppid in procs.parent_map().items())
+        # zombies count: one that exited after the waitpid above is reaped at the next turn
+        return bool(procs.children_of(os.getpid(), exclude=spared))
 
     def _begin_stop(self) -> None:
         self.stopping_since = time.monotonic()

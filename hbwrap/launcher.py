@@ -143,9 +143,11 @@ class AttemptHandle:
         return record
 
     def keeper_alive(self) -> bool:
+        """Our keeper has not exited; an adopted one is alive only if it is verifiably a keeper of this job
+        (a recycled pid or a forged record is as good as gone: it is never waited for nor signalled)."""
         if self.popen is not None:
             return self.popen.poll() is None
-        return procs.is_same_process(self.keeper_pid, self.keeper_start)
+        return self.keeper_verified()
 
     def keeper_verified(self) -> bool:
         return procs.is_keeper(self.keeper_pid, self.keeper_start, str(self.job.path))

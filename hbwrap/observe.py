@@ -82,12 +82,16 @@ class Observer:
         path); the keeper reads the held generation from it before rotating the log.
         """
         gen, offset = self.follower.position
+        held = self.follower.held_generation
+        lagging = self.passthrough.held_generation()
+        if lagging is not None:
+            held = min(held, lagging)
         try:
             if self._cursor_fd is None:
                 self._cursor_fd = os.open(self.job.cursor_file,
                                           os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
             os.pwrite(self._cursor_fd, b"%s %020d %020d %020d\n" % (self.run_id.encode(), gen, offset,
-                                                                    self.follower.held_generation), 0)
+                                                                    held), 0)
         except OSError:
             pass
 
@@ -115,14 +119,21 @@ class Observer:
 
     def pump(self, obs: Observations, budget: int = PUMP_BUDGET) -> None:
         got = 0
+        pt = self.passthrough
         while got < budget:
+            before = self.follower.position
             pieces = self.follower.read()
             if not pieces:
                 break
+            if pt.feeding() and not pt.has_room(sum(len(data) for _, data in pieces)):
+                pt.start_lag(before)  # its reader is slow: passthrough reads these bytes back from the log
+            feeding = pt.feeding()
             for stream, data in pieces:
                 got += len(data)
-                self.passthrough.write(stream, data)
+                if feeding:
+                    pt.write(stream, data)
                 self._markers(self.scanners[stream].feed(data), obs)
+        pt.catch_up(self.follower.position)
         self.more_output = got >= budget
         if self.follower.skipped_generations != self.skipped_noted:
             lost = self.follower.skipped_generations - self.skipped_noted

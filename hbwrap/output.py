@@ -220,14 +220,23 @@ class LogFollower:
             elif kind in (b"O", b"E"):
                 self._switches.append((offset, kind.decode()))
 
-    def read(self, limit: int = READ_CHUNK) -> list[tuple[str, bytes]]:
-        """Up to about `limit` new bytes as (stream, data) pieces; [] when nothing new is there yet."""
+    def read(self, limit: int = READ_CHUNK, stop_at: tuple[int, int] | None = None) -> list[tuple[str, bytes]]:
+        """Up to about `limit` new bytes as (stream, data) pieces; [] when nothing new is there yet.
+
+        With `stop_at` (another reader's `position`), nothing at or beyond that position is read.
+        """
         pieces: list[tuple[str, bytes]] = []
         budget = limit
         while budget > 0:
+            want = budget
+            if stop_at is not None:
+                if self.caught_up(stop_at):
+                    break
+                if self.generation == stop_at[0]:
+                    want = min(budget, stop_at[1] - self.offset)
             if self.log_fd is None and not self._try_open():
                 break
-            data = os.pread(self.log_fd, budget, self.offset)
+            data = os.pread(self.log_fd, want, self.offset)
             self._read_index()  # after the data: every switch before its end is already written
             if data:
                 start, end = self.offset, self.offset + len(data)
@@ -249,6 +258,10 @@ class LogFollower:
                 continue
             break
         return pieces
+
+    def caught_up(self, position: tuple[int, int]) -> bool:
+        """Whether this reader has read everything before `position` (another reader's `position`)."""
+        return (self.generation, self.offset) >= tuple(position)
 
     @property
     def held_generation(self) -> int:

@@ -6,7 +6,10 @@ non-blocking mode — a pipe or terminal is reopened through /proc/self/fd, so O
 the description hbwrap shares with its shell; a socket (systemd's journal stream) is written with
 MSG_DONTWAIT; a regular file never waits for a reader and is written as it is — and what the reader does
 not take yet waits in a bounded queue per stream; the supervisor polls for POLLOUT while a queue is not
-empty. Beyond the bound the oldest bytes are left out (the job's log has every byte), and it says so once.
+empty. Beyond the bound, passthrough stops taking the bytes in memory and lags: it reads them back from
+the job's log with a follower of its own (the log has every byte; rotation waits for it), until it has
+caught up with the supervisor's scan, and says once that its reader is slow. Nothing is lost unless the
+reader falls more than the rotation's bound behind (then it says what it left out).
 """
 from __future__ import annotations
 
@@ -17,10 +20,10 @@ import socket
 import stat
 import time
 
-from hbwrap.output import STDERR, STDOUT
+from hbwrap.output import READ_CHUNK, STDERR, STDOUT, LogFollower
 
-BACKLOG_CAP = 4 * 1024 * 1024  # per stream
-LAG_NOTE_S = 1.0               # a reader this far behind is said to lag (once)
+BACKLOG_CAP = 4 * 1024 * 1024  # bytes held in memory for both streams; beyond it, read back from the log
+REFILL_BELOW = 256 * 1024      # lagging: read the next piece of the log once the queues are this short
 WRITE_MAX = 1 << 20
 FALLBACK_WRITE = 512           # without a non-blocking descriptor: at most this much per POLLOUT
 
@@ -76,23 +79,68 @@ class Passthrough:
 
     QUIET_CAP = 1024 * 1024
 
-    def __init__(self, quiet: bool, stdout_fd: int = 1, stderr_fd: int = 2, note=None):
+    def __init__(self, quiet: bool, stdout_fd: int = 1, stderr_fd: int = 2, note=None, log_paths=None,
+                 discard: bool = False):
         self.quiet = quiet
+        self.discard = discard  # the command's output goes nowhere (hbwrap stop): only hbwrap's own lines
         self.status: StatusLine | None = None
         self.note = note  # callable(text): say something on stderr (a lag, a gap)
+        self.log_paths = log_paths  # (output.log, output.idx): where a lagging passthrough reads from
         self.sinks = {STDOUT: Sink(stdout_fd), STDERR: Sink(stderr_fd)}
         self.queues: dict[str, collections.deque] = {STDOUT: collections.deque(), STDERR: collections.deque()}
         self.queued = {STDOUT: 0, STDERR: 0}
-        self.blocked_since: dict[str, float | None] = {STDOUT: None, STDERR: None}
         self.broken: set[str] = set()
-        self.lag_said: set[str] = set()
-        self.skipped = {STDOUT: 0, STDERR: 0}
+        self.lag: LogFollower | None = None
+        self.lag_said = False
+        self.skipped_noted = 0
         self.kept: list[tuple[str, bytes]] = []
         self.kept_size = 0
         self.dropped = 0
 
     # --- the command's output ----------------------------------------------------------------------
+    def feeding(self) -> bool:
+        """Whether the supervisor should hand over what it reads (False while lagging: we read the log)."""
+        return self.lag is None
+
+    def has_room(self, size: int) -> bool:
+        return self.quiet or self.discard or self.log_paths is None or sum(self.queued.values()) + size <= BACKLOG_CAP
+
+    def start_lag(self, position: tuple[int, int]) -> None:
+        """The reader is too slow to hold what it has not taken in memory: from `position` on, read the log."""
+        self.lag = LogFollower(*self.log_paths, *position)
+        if not self.lag_said and self.note is not None:
+            self.lag_said = True
+            self.note("the reader of hbwrap's output is slow: passthrough lags behind the command and catches up "
+                      "from the job's log (supervision goes on; nothing is lost)")
+
+    def catch_up(self, scan_position: tuple[int, int]) -> None:
+        """Lagging: pass on more of the log, never beyond where the supervisor's scan is; back to taking
+        output in memory once caught up."""
+        lag = self.lag
+        if lag is None:
+            return
+        while sum(self.queued.values()) < REFILL_BELOW and not lag.caught_up(scan_position):
+            pieces = lag.read(READ_CHUNK, stop_at=scan_position)
+            if not pieces:
+                break
+            for stream, data in pieces:
+                self.write(stream, data)
+        if lag.skipped_generations != self.skipped_noted and self.note is not None:
+            self.note(f"output passthrough fell behind the log rotation: "
+                      f"{lag.skipped_generations - self.skipped_noted} rotated log(s) of output were gone before "
+                      f"they could be passed on (raise --log-max-size)")
+            self.skipped_noted = lag.skipped_generations
+        if lag.caught_up(scan_position) or self.broken == {STDOUT, STDERR}:
+            lag.close()
+            self.lag = None
+
+    def held_generation(self) -> int | None:
+        """The oldest log generation a lagging passthrough still needs (rotation must keep it)."""
+        return self.lag.held_generation if self.lag is not None else None
+
     def write(self, stream: str, data: bytes) -> None:
+        if self.discard:
+            return
         if self.quiet:
             self._keep(stream, data)
             return
@@ -110,29 +158,9 @@ class Passthrough:
     def send(self, stream: str, data: bytes) -> None:
         if stream in self.broken or not data:
             return
-        queue = self.queues[stream]
-        queue.append(memoryview(data))
+        self.queues[stream].append(memoryview(data))
         self.queued[stream] += len(data)
-        if self.queued[stream] > BACKLOG_CAP:
-            self._trim(stream)
         self._flush(stream)
-
-    def _trim(self, stream: str) -> None:
-        queue, dropped = self.queues[stream], 0
-        while self.queued[stream] > BACKLOG_CAP and queue:
-            first = queue[0]
-            excess = self.queued[stream] - BACKLOG_CAP
-            cut = min(len(first), excess)
-            dropped += cut
-            self.queued[stream] -= cut
-            if cut == len(first):
-                queue.popleft()
-            else:
-                queue[0] = first[cut:]
-        if dropped and self.skipped[stream] == 0 and self.note is not None:
-            self.note(f"the reader of hbwrap's {'stdout' if stream == STDOUT else 'stderr'} is too slow: output "
-                      f"passthrough leaves out what it cannot take in time (the job's log has every byte)")
-        self.skipped[stream] += dropped
 
     def _flush(self, stream: str) -> None:
         sink, queue = self.sinks[stream], self.queues[stream]
@@ -146,22 +174,12 @@ class Passthrough:
                 self.queued[stream] = 0
                 return
             if n == 0:
-                now = time.monotonic()
-                since = self.blocked_since[stream]
-                if since is None:
-                    self.blocked_since[stream] = now
-                elif now - since >= LAG_NOTE_S and stream not in self.lag_said and stream == STDOUT:
-                    self.lag_said.add(stream)
-                    if self.note is not None:
-                        self.note("the reader of hbwrap's stdout is slow: passthrough lags behind the command "
-                                  "(supervision goes on; the job's log has every byte)")
                 return
             self.queued[stream] -= n
             if n == len(first):
                 queue.popleft()
             else:
                 queue[0] = first[n:]
-        self.blocked_since[stream] = None
 
     # --- the supervisor's poll -----------------------------------------------------------------------
     def poll_fds(self) -> list[int]:
@@ -174,14 +192,21 @@ class Passthrough:
                 self._flush(stream)
 
     def pending(self) -> bool:
-        return any(self.queues.values())
+        return any(self.queues.values()) or self.lag is not None
 
-    def flush_for(self, seconds: float) -> None:
+    def flush_for(self, seconds: float, scan_position: tuple[int, int] | None = None) -> None:
         """At exit: keep writing while the readers take output, until they have it all or stall `seconds`."""
         last = time.monotonic()
         while self.pending():
+            if scan_position is not None:
+                self.catch_up(scan_position)
+            elif self.lag is not None:
+                self.lag.close()
+                self.lag = None
             before = sum(self.queued.values())
             fds = self.poll_fds()
+            if not fds:
+                continue
             try:
                 select.select([], fds, [], max(0.0, last + seconds - time.monotonic()))
             except (OSError, ValueError):
@@ -219,6 +244,9 @@ class Passthrough:
         self.kept, self.kept_size = [], 0
 
     def close(self) -> None:
+        if self.lag is not None:
+            self.lag.close()
+            self.lag = None
         for sink in self.sinks.values():
             sink.close()
 

@@ -54,6 +54,11 @@ def parent_map() -> dict[int, int]:
     return {pid: ppid for pid, state, ppid in _stats() if state != b"Z"}
 
 
+def children_of(ppid: int, exclude=frozenset()) -> list[int]:
+    """Children of `ppid` in any state (zombies included), except those in `exclude`."""
+    return [pid for pid, _state, parent in _stats() if parent == ppid and pid not in exclude]
+
+
 def descendants(root: int, prune=frozenset()) -> list[int]:
     """Live descendants of `root` (not root itself), found through the parent links in /proc; the subtrees
     of the pids in `prune` (themselves included) are left out."""

@@ -74,13 +74,15 @@ class Supervisor:
     """Runs one job to its end: attempts, deadlines, kills, restarts, events and state."""
 
     def __init__(self, opts: RunOptions, *, clock=None, launcher=None, waiter=None, rng: random.Random | None = None,
-                 stdout_fd: int = 1, stderr_fd: int = 2, by: str = "run", base_env: dict[str, str] | None = None):
+                 stdout_fd: int = 1, stderr_fd: int = 2, by: str = "run", base_env: dict[str, str] | None = None,
+                 discard_output: bool = False):
         self.clock = clock or SystemClock()
         self.rng = rng or random.Random()
         self.state_dir = StateDir(opts.state_dir)
         self.job: JobDir = self.state_dir.job(opts.name)
         self.stdout_fd, self.stderr_fd = stdout_fd, stderr_fd
         self.by = by
+        self.discard_output = discard_output
         self.base_env = base_env if base_env is not None else procs.original_environ()
         self.launcher = launcher or Launcher(self.job, self.base_env, self._own_pids)
         self.waiter = waiter or PollWaiter()
@@ -110,7 +112,9 @@ class Supervisor:
         self.opts = opts
         if getattr(self, "passthrough", None) is not None:
             self.passthrough.close()
-        self.passthrough = Passthrough(opts.quiet, self.stdout_fd, self.stderr_fd, note=self.say)
+        self.passthrough = Passthrough(opts.quiet, self.stdout_fd, self.stderr_fd, note=self.say,
+                                       log_paths=(self.job.log_file, self.job.index_file),
+                                       discard=self.discard_output)
         self.status_line = (StatusLine(self.passthrough, self.stderr_fd)
                             if not opts.quiet and os.isatty(self.stderr_fd) else None)
         checkpoint = self.job.default_checkpoint if not opts.checkpoint_file else type(self.job.path)(opts.checkpoint_file)
@@ -270,7 +274,8 @@ class Supervisor:
                 handle.close()
         if self.probe is not None:
             self.probe.kill()
-        self.passthrough.flush_for(ALERT_CLOSE_WAIT_S)
+        follower = self.observer.follower
+        self.passthrough.flush_for(ALERT_CLOSE_WAIT_S, follower.position if follower is not None else None)
         self.passthrough.close()
         self.observer.close()
         if self.inotify is not None:
@@ -383,6 +388,7 @@ class Supervisor:
             self.alerter.drain_wakeups()
         self._print_warnings()
         self.passthrough.ready(ready)
+        self.passthrough.catch_up(self.observer.follower.position)
         return obs
 
     def _print_warnings(self) -> None:

@@ -212,13 +212,8 @@ def stop_job(state_dir: StateDir, name: str, timeout_s: float | None) -> int:
             # the supervisor died mid-stop (or a replacement took over): finish the job ourselves
             return stop_job(state_dir, name, max(1.0, end - time.monotonic()))
         return 0
-    devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        sup = Supervisor(replace(opts, quiet=False, self_heal=False), stdout_fd=devnull, stderr_fd=devnull,
-                         by="stop")
-        sup.signals.append(int(signal.SIGTERM))  # stop as soon as the run is adopted
-        sup.stopped_by = "hbwrap stop; it had no live supervisor"
-        code = sup.run(takeover_only=True)
-    finally:
-        os.close(devnull)
+    sup = Supervisor(replace(opts, quiet=False), by="stop", discard_output=True)  # hbwrap's lines, not the command's
+    sup.signals.append(int(signal.SIGTERM))  # stop as soon as the run is adopted
+    sup.stopped_by = "hbwrap stop; it had no live supervisor"
+    code = sup.run(takeover_only=True)
     return 0 if code == 128 + signal.SIGTERM else 1

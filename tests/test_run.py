@@ -218,13 +218,22 @@ def test_probe_running_past_its_timeout_is_a_failure(hb):
     assert [e["reason"] for e in hb.events("probeslow") if e["event"] == "stall"] == ["probe"]
 
 
-def test_passing_probe_keeps_a_silent_job_alive(hb):
+def test_passing_probe_is_not_a_sign_of_life(hb):
+    # SPEC §2: a healthy browser (its probe passes) must not hide a page load that hung
     marker = hb.path("probed")
     r = hb.run("run", "--name", "probeok", "--response-timeout", "0.6", "--probe", f"touch {marker}",
-               "--probe-interval", "0.1", "--grace", "0.3", "--restart", "never", "--", *hb.agent("sleep:2", "exit:0"))
-    assert r.returncode == 0, r
+               "--probe-interval", "0.1", "--grace", "0.3", "--restart", "never", "--", *hb.agent("sleep:5", "exit:0"))
+    assert r.returncode == 124, r
     assert os.path.exists(marker)
-    assert "stall" not in names(hb.events("probeok"))
+    assert [e["reason"] for e in hb.events("probeok") if e["event"] == "stall"] == ["response"]
+
+
+def test_probe_stall_says_why_the_probe_failed(hb):
+    r = hb.run("run", "--name", "probewhy", "--probe", "exit 3", "--probe-interval", "0.1", "--probe-failures", "2",
+               "--grace", "0.3", "--restart", "never", "--", *hb.agent("sleep:5", "exit:0"))
+    assert r.returncode == 124, r
+    stall = next(e for e in hb.events("probewhy") if e["event"] == "stall")
+    assert stall["reason"] == "probe" and "exited with code 3" in stall["detail"], stall
 
 
 # --- stopping the child group ----------------------------------------------------------------------

@@ -45,7 +45,7 @@ def kill9(proc):
 
 def test_watch_adopts_after_sigkill_during_output(hb):
     count, pidfile = hb.path("count"), hb.path("pid")
-    first = hb.start("run", "--name", "orphan", "--", *hb.agent("count:" + count, "pidfile:" + pidfile,
+    first = hb.start("run", "--name", "orphan", "--no-self-heal", "--", *hb.agent("count:" + count, "pidfile:" + pidfile,
                                                                  "numbered:20:0.1", "exit:7"))
     child = read_pid(pidfile)
     assert wait_until(lambda: b"line 3" in (job_file(hb, "orphan", "output.log").read_bytes()
@@ -71,7 +71,7 @@ def test_watch_adopts_after_sigkill_during_output(hb):
 def test_run_adopts_instead_of_starting_a_second_copy(hb):
     count, pidfile = hb.path("count"), hb.path("pid")
     cmd = hb.agent("count:" + count, "pidfile:" + pidfile, "numbered:10:0.1", "exit:0")
-    first = hb.start("run", "--name", "cron", "--", *cmd)
+    first = hb.start("run", "--name", "cron", "--no-self-heal", "--", *cmd)
     read_pid(pidfile)
     kill9(first)
     second = hb.run("run", "--name", "cron", "--", *cmd, timeout=30)
@@ -82,7 +82,7 @@ def test_run_adopts_instead_of_starting_a_second_copy(hb):
 
 def test_takeover_during_backoff_restarts_on_schedule(hb):
     count = hb.path("count")
-    first = hb.start("run", "--name", "bo", "--response-timeout", "0.5s", "--grace", "0.3s", "--backoff", "6s",
+    first = hb.start("run", "--name", "bo", "--no-self-heal", "--response-timeout", "0.5s", "--grace", "0.3s", "--backoff", "6s",
                      "--", *hb.agent("count:" + count, "cp:step-1", "hangfirst:1", "env:" + hb.path("env"), "exit:0"))
     wait_status(hb, "bo", "backoff", timeout=15)
     kill9(first)
@@ -97,7 +97,7 @@ def test_takeover_during_backoff_restarts_on_schedule(hb):
 
 def test_takeover_during_kill_grace_finishes_the_kill(hb):
     count, pidfile = hb.path("count"), hb.path("pid")
-    first = hb.start("run", "--name", "gr", "--response-timeout", "0.5s", "--grace", "3s", "--backoff", "0.1s",
+    first = hb.start("run", "--name", "gr", "--no-self-heal", "--response-timeout", "0.5s", "--grace", "3s", "--backoff", "0.1s",
                      "--", *hb.agent("count:" + count, "ignoreterm", "pidfile:" + pidfile, "hangfirst:1", "exit:0"))
     stuck = read_pid(pidfile)
     assert wait_until(lambda: "kill" in names(hb.events("gr")), 10)
@@ -113,7 +113,7 @@ def test_takeover_during_kill_grace_finishes_the_kill(hb):
 
 def test_command_that_ended_while_unwatched_keeps_its_exit_code(hb):
     pidfile = hb.path("pid")
-    first = hb.start("run", "--name", "late", "--restart", "never",
+    first = hb.start("run", "--name", "late", "--no-self-heal", "--restart", "never",
                      "--", *hb.agent("pidfile:" + pidfile, "sleep:0.5", "exit:9"))
     child = read_pid(pidfile)
     first.send_signal(signal.SIGSTOP)  # the supervisor misses the exit...
@@ -130,7 +130,7 @@ def test_command_that_ended_while_unwatched_keeps_its_exit_code(hb):
 
 def test_hung_supervisor_is_killed_and_replaced(hb):
     count = hb.path("count")
-    first = hb.start("run", "--name", "hung", "--lease", "0.6s",
+    first = hb.start("run", "--name", "hung", "--no-self-heal", "--lease", "0.6s",
                      "--", *hb.agent("count:" + count, "numbered:25:0.1", "exit:4"))
     assert wait_until(lambda: count_lines(count) == 1)
     first.send_signal(signal.SIGSTOP)
@@ -250,7 +250,7 @@ def test_stop_a_live_job(hb):
 
 def test_stop_an_orphaned_job(hb):
     pidfile = hb.path("pid")
-    first = hb.start("run", "--name", "orph", "--grace", "0.5s", "--", *hb.agent("pidfile:" + pidfile, "hang"))
+    first = hb.start("run", "--name", "orph", "--no-self-heal", "--grace", "0.5s", "--", *hb.agent("pidfile:" + pidfile, "hang"))
     child = read_pid(pidfile)
     kill9(first)
     r = hb.run("stop", "orph")
@@ -271,9 +271,10 @@ def test_stop_unknown_and_idle_jobs(hb):
     assert hb.run("watch", "nosuch").returncode == 1
 
 
-def test_keeper_lost_too_stops_the_group_and_reports_unknown_status(hb):
+def test_keeper_and_supervisor_lost_stops_the_group_exit_125_with_restart_never(hb):
     pidfile = hb.path("pid")
-    first = hb.start("run", "--name", "lost", "--grace", "0.5s", "--", *hb.agent("pidfile:" + pidfile, "hang"))
+    first = hb.start("run", "--name", "lost", "--no-self-heal", "--restart", "never", "--grace", "0.5s",
+                     "--", *hb.agent("pidfile:" + pidfile, "hang"))
     child = read_pid(pidfile)
     keeper = json.loads(job_file(hb, "lost", "keeper.json").read_text())["keeper_pid"]
     kill9(first)
@@ -284,14 +285,15 @@ def test_keeper_lost_too_stops_the_group_and_reports_unknown_status(hb):
     assert r.returncode == 125, r
     assert not alive(child)
     exits = [e for e in hb.events("lost") if e["event"] == "exit"]
-    assert exits and exits[-1]["reason"] == "unknown"
+    assert exits and exits[-1]["reason"] == "keeper lost", exits
+    assert "lost its output capture" in r.err, r
 
 
 def test_chaos_kill_the_supervisor_at_random_instants(hb):
     rng = random.Random(20261125)
     for round_no in range(20):
         name, count = f"chaos{round_no}", hb.path(f"count{round_no}")
-        first = hb.start("run", "--name", name, "--restart", "never",
+        first = hb.start("run", "--name", name, "--no-self-heal", "--restart", "never",
                          "--", *hb.agent("count:" + count, "numbered:4:0.1", "exit:3"))
         time.sleep(rng.uniform(0.0, 0.9))  # the random instant is the point of this test
         first.send_signal(signal.SIGKILL)
