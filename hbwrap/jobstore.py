@@ -9,6 +9,7 @@ from pathlib import Path
 
 from hbwrap.errors import StateError, UnknownJob
 from hbwrap.model import SCHEMA_VERSION
+from hbwrap.options import NAME_RE, check_name
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -112,6 +113,8 @@ class StateDir:
             raise StateError(f"state dir {self.root} is not a directory")
 
     def job(self, name: str) -> "JobDir":
+        """The job dir of `name`; a malformed name (`..`, `a/b`, ...) is a usage error, never a path."""
+        check_name(name, "NAME")
         return JobDir(self.root / name, name)
 
     def existing_job(self, name: str) -> "JobDir":
@@ -122,7 +125,8 @@ class StateDir:
 
     def job_names(self) -> list[str]:
         try:
-            return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+            return sorted(p.name for p in self.root.iterdir()
+                          if p.is_dir() and not p.name.startswith(".") and NAME_RE.fullmatch(p.name))
         except FileNotFoundError:
             return []
         except OSError as exc:
