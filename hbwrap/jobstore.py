@@ -96,6 +96,29 @@ def append_line(path: Path, line: bytes) -> None:
         os.close(fd)
 
 
+def make_dirs(path: Path, mode: int = DIR_MODE) -> None:
+    """Create `path` and every missing parent with exactly `mode` (whatever the umask); existing ones are left alone.
+
+    Path.mkdir(parents=True) gives the parents the umask's mode (0777 under `umask 000`): a world-writable
+    `~/.local/state` would let anyone swap the state dir for one of theirs.
+    """
+    missing = []
+    p = Path(os.path.abspath(path))
+    while not os.path.isdir(p):
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, mode)
+        except FileExistsError:
+            if not os.path.isdir(d):
+                raise
+            continue  # made meanwhile by someone else: not ours to chmod
+        os.chmod(d, mode)  # the umask may have taken bits away (umask 0277: 0500, unusable)
+
+
 class StateDir:
     """The root holding one directory per job."""
 
@@ -104,7 +127,7 @@ class StateDir:
 
     def ensure(self) -> None:
         try:
-            self.root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            make_dirs(self.root)
             if not os.access(self.root, os.W_OK | os.X_OK):
                 raise StateError(f"state dir {self.root} is not writable")
         except OSError as exc:
