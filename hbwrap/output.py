@@ -16,7 +16,7 @@ import os
 import re
 from pathlib import Path
 
-from hbwrap.jobstore import FILE_MODE
+from hbwrap.jobstore import open_job_file
 
 LINE_CAP = 64 * 1024  # longer lines are matched on their first LINE_CAP bytes
 READ_CHUNK = 256 * 1024
@@ -24,7 +24,7 @@ STDOUT, STDERR = "O", "E"
 
 
 def _open_append(path: Path) -> int:
-    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+    return open_job_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:
@@ -35,7 +35,7 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
 
 def read_generation(idx_path: Path) -> int | None:
     try:
-        with open(idx_path, "rb") as f:
+        with os.fdopen(open_job_file(idx_path, os.O_RDONLY), "rb") as f:
             first = f.readline()
     except FileNotFoundError:
         return None
@@ -108,7 +108,7 @@ def log_position(log_path: Path, idx_path: Path) -> tuple[int, int]:
     for _ in range(5):
         gen = read_generation(idx_path)
         try:
-            size = os.stat(log_path).st_size
+            size = os.lstat(log_path).st_size
         except FileNotFoundError:
             size = 0
         if read_generation(idx_path) == gen:
@@ -135,17 +135,20 @@ class LogFollower:
     def _open_pair(self, idx_path: Path, log_path: Path) -> tuple[int, int, int] | None:
         """(generation, idx fd, log fd) of a consistent index/log pair at these paths, or None."""
         try:
-            idx_fd = os.open(idx_path, os.O_RDONLY | os.O_CLOEXEC)
+            idx_fd = open_job_file(idx_path, os.O_RDONLY)
         except FileNotFoundError:
             return None
         try:
-            log_fd = os.open(log_path, os.O_RDONLY | os.O_CLOEXEC)
+            log_fd = open_job_file(log_path, os.O_RDONLY)
         except FileNotFoundError:
             os.close(idx_fd)
             return None
+        except BaseException:
+            os.close(idx_fd)
+            raise
         try:  # both still at their paths: no rotation renamed one of them in between
-            same = (os.fstat(idx_fd).st_ino == os.stat(idx_path).st_ino
-                    and os.fstat(log_fd).st_ino == os.stat(log_path).st_ino)
+            same = (os.fstat(idx_fd).st_ino == os.lstat(idx_path).st_ino
+                    and os.fstat(log_fd).st_ino == os.lstat(log_path).st_ino)
         except FileNotFoundError:
             same = False
         head = os.pread(idx_fd, 64, 0)
@@ -396,7 +399,7 @@ class MarkerScanner:
 def tail_bytes(path: Path, n_lines: int | None) -> bytes:
     """The last `n_lines` lines of a file (all of it when None), reading backwards in blocks."""
     try:
-        with open(path, "rb") as f:
+        with os.fdopen(open_job_file(path, os.O_RDONLY), "rb") as f:
             if n_lines is None:
                 return f.read()
             f.seek(0, os.SEEK_END)
