@@ -16,7 +16,8 @@ from hbwrap.errors import HbwrapError, StateError
 from hbwrap.jobstore import JobDir, StateDir, iso, new_run_id, parse_iso, write_json_atomic
 from hbwrap.model import ACTIVE_STATUSES, SCHEMA_VERSION, AttemptEnd, DecisionKind, Event, Status, StallReason
 from hbwrap.options import RunOptions, compile_pattern, signal_name
-from hbwrap.output import STDERR, STDOUT, LogFollower, MarkerScanner, Passthrough, StatusLine, log_position
+from hbwrap.markers import MarkerScanner
+from hbwrap.output import STDERR, STDOUT, LogFollower, Passthrough, StatusLine, log_position
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 HANDSHAKE_TIMEOUT_S = 30.0
