@@ -202,7 +202,7 @@ def make_dirs(path: Path, mode: int = DIR_MODE) -> None:
     """
     missing = []
     p = Path(os.path.abspath(path))
-    while not os.path.isdir(p):
+    while not os.path.lexists(p):
         missing.append(p)
         if p.parent == p:
             break
@@ -211,9 +211,7 @@ def make_dirs(path: Path, mode: int = DIR_MODE) -> None:
         try:
             os.mkdir(d, mode)
         except FileExistsError:
-            if not os.path.isdir(d):
-                raise
-            continue  # made meanwhile by someone else: not ours to chmod
+            continue  # made meanwhile by someone else: not ours to chmod (check_dir judges it)
         os.chmod(d, mode)  # the umask may have taken bits away (umask 0277: 0500, unusable)
 
 
