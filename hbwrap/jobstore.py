@@ -186,7 +186,7 @@ def check_dir(path: Path, what: str, follow: bool) -> bool:
         raise StateError(f"{what} {path} is not a directory")
     if st.st_uid != os.geteuid():
         me = os.geteuid()
-        raise StateError(f"{what} {path} is owned by uid {st.st_uid}, not by uid {me}: "
+        raise StateError(f"{what} {path} is owned by uid {st.st_uid}, not by uid {me}; "
                          f"fix with: chown {me} {_fix(path)} (or use a state dir of your own)")
     if st.st_mode & 0o022:
         who = {0o020: "group", 0o002: "others", 0o022: "group and others"}[st.st_mode & 0o022]
