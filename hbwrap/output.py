@@ -62,7 +62,11 @@ class LogWriter:
         if self.generation is None or os.fstat(self.idx_fd).st_size == 0:
             self.generation = self.generation or 0
             _write_all(self.idx_fd, b"G %d\n" % self.generation)
-        self.log_fd = _open_append(self.log_path)
+        try:
+            self.log_fd = _open_append(self.log_path)
+        except BaseException:
+            os.close(self.idx_fd)
+            raise
         self.size = os.fstat(self.log_fd).st_size
         self.stream: str | None = None
 

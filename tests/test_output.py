@@ -1,11 +1,11 @@
 """hbwrap.output: the log writer/follower pair, tail_bytes."""
 import os
 import random
-import re
 
 import pytest
 
 from hbwrap.output import STDERR, STDOUT, LogFollower, LogWriter, log_position, tail_bytes
+
 
 # --- LogWriter + LogFollower ----------------------------------------------------------------------
 
@@ -185,3 +185,20 @@ def test_tail_bytes_across_read_blocks(tmp_path):
 
 def test_tail_bytes_of_a_missing_file(tmp_path):
     assert tail_bytes(tmp_path / "nope", 3) == b""
+
+
+@pytest.mark.parametrize("planted", ["output.log", "output.idx"])
+def test_writer_and_follower_never_go_through_a_symlink(tmp_path, planted):
+    from hbwrap.errors import StateError
+
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"G 0\nsecret\n")
+    (tmp_path / planted).symlink_to(victim)
+    log, idx = tmp_path / "output.log", tmp_path / "output.idx"
+    with pytest.raises(StateError, match="symbolic link"):
+        LogWriter(log, idx, 1000)
+    with pytest.raises(StateError, match="symbolic link"):
+        LogFollower(log, idx, 0, 0).read()
+    with pytest.raises(StateError, match="symbolic link"):
+        tail_bytes(tmp_path / planted, None)
+    assert victim.read_bytes() == b"G 0\nsecret\n"
