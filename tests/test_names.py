@@ -17,19 +17,17 @@ def planted(hb):
     return hb
 
 
-@pytest.mark.parametrize("name", MALFORMED, ids=repr)
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
-def test_malformed_name_is_a_usage_error(planted, command, name):
+def test_malformed_name_is_a_usage_error(planted, command):
     hb = planted
-    # the job dir path passed relative to the state dir: `..` is the state dir's parent
-    args = [command[0], name, *command[1:]]
-    r = hb.run(*args, timeout=20)
-    assert r.returncode == 2, r
-    assert "Traceback" not in r.err, r
-    lines = r.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("hbwrap:") and "invalid job name" in lines[0], r
-    assert r.out == "", r
-    assert "outside the state dir" not in r.out
+    wrong = {}
+    for name in MALFORMED:  # `..` is the state dir's parent, which holds an output.log and other/seed
+        r = hb.run(command[0], name, *command[1:], timeout=20)
+        lines = r.err.strip().splitlines()
+        if (r.returncode != 2 or "Traceback" in r.err or r.out or len(lines) != 1
+                or not lines[0].startswith("hbwrap:") or "invalid job name" not in lines[0]):
+            wrong[name] = r
+    assert not wrong, wrong
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
