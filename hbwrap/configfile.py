@@ -821,14 +821,14 @@ def write_starter(path: Path | str, force: bool = False) -> None:
     if path.exists() and not force:
         raise ConfigError(f"{path}: already exists (use --force to overwrite it)")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=CONFIG_DIR_MODE)
+        from hbwrap.jobstore import make_dirs, write_atomic
+
+        make_dirs(path.parent, CONFIG_DIR_MODE)
         if not force:  # O_EXCL: a file that appeared meanwhile is never overwritten
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, CONFIG_MODE)
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(STARTER_CONFIG)
             return
-        from hbwrap.jobstore import write_atomic
-
         write_atomic(path, STARTER_CONFIG.encode("utf-8"), mode=CONFIG_MODE)
     except FileExistsError:
         raise ConfigError(f"{path}: already exists (use --force to overwrite it)") from None

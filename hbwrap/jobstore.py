@@ -1,13 +1,23 @@
-"""State-dir layout and the job's files: atomic JSON records, the JSONL event log, the job lock."""
+"""State-dir layout and the job's files: atomic JSON records, the JSONL event log, the job lock.
+
+Trust (ssh StrictModes): the state dir and each job dir must be directories of our own that nobody else
+may write to, and every job file is opened without following symlinks and only if it is a regular file
+of ours with no other hard link (open_job_file), so nobody can make hbwrap write or print another file.
+"""
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
+import shlex
+import stat
 import time
 from pathlib import Path
 
 from hbwrap.errors import StateError, UnknownJob
 from hbwrap.model import SCHEMA_VERSION, iso, parse_iso  # noqa: F401  (re-exported for views)
+from hbwrap.options import NAME_RE, check_name
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -21,10 +31,17 @@ def write_atomic(path: Path, payload: bytes, mode: int = FILE_MODE, fsync: bool 
     """Replace `path` with `payload` so that a reader sees the old or the new content, never a mix.
 
     The temporary file is in the same directory, named `.NAME.PID.tmp` (hidden, and not matching a
-    collector's `*.prom`), and removed if anything fails.
+    collector's `*.prom`), created exclusively (a leftover, or a symlink planted there, is removed first,
+    never written through), and removed if anything fails. Replacing a symlink at `path` replaces the
+    link, not its target.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(tmp, flags, mode)
+    except FileExistsError:
+        os.unlink(tmp)
+        fd = os.open(tmp, flags, mode)
     try:
         try:
             os.fchmod(fd, mode)
@@ -48,11 +65,67 @@ def write_json_atomic(path: Path, data: dict, fsync: bool = True) -> None:
     write_atomic(path, (json.dumps(data, sort_keys=True) + "\n").encode(), fsync=fsync)
 
 
+def _fix(path: Path | str) -> str:
+    return shlex.quote(str(path))
+
+
+def _file_problem(st: os.stat_result) -> str | None:
+    """Why a job file with this (l)stat is not one hbwrap may use, or None."""
+    if stat.S_ISLNK(st.st_mode):
+        return "is a symbolic link"
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file"
+    if st.st_uid != os.geteuid():
+        return f"is owned by uid {st.st_uid}, not by uid {os.geteuid()}"
+    if st.st_nlink > 1:
+        return "has another hard link"  # a link to someone's file: writing it would change theirs
+    return None
+
+
+def _refuse_file(path: Path | str, problem: str) -> StateError:
+    return StateError(f"{path} {problem}; hbwrap only uses regular files of its own in a job dir: "
+                      f"fix with: rm {_fix(path)}")
+
+
+def open_job_file(path: Path | str, flags: int, mode: int = FILE_MODE) -> int:
+    """os.open for a job file: never through a symlink, and only a regular file of ours with one link.
+
+    Adds O_NOFOLLOW and O_CLOEXEC. O_TRUNC is applied only after the checks, so a hard link to another
+    file is refused before anything of it is lost; the open itself never blocks (a planted FIFO). Raises
+    StateError with a one-line fix for anything else; OSError (FileNotFoundError, ...) as os.open does.
+    """
+    try:
+        fd = os.open(path, (flags & ~os.O_TRUNC) | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _refuse_file(path, "is a symbolic link") from None
+        if exc.errno == errno.ENXIO:  # a FIFO without a reader, opened for writing
+            raise _refuse_file(path, "is not a regular file") from None
+        raise
+    try:
+        problem = _file_problem(os.fstat(fd))
+        if problem:
+            raise _refuse_file(path, problem)
+        if not flags & os.O_NONBLOCK:
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        if flags & os.O_TRUNC:
+            os.ftruncate(fd, 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_job_file(path: Path | str, limit: int = -1) -> bytes:
+    """The first `limit` bytes (all when -1) of a job file, opened as open_job_file does."""
+    with os.fdopen(open_job_file(path, os.O_RDONLY), "rb") as f:
+        return f.read(limit)
+
+
 def read_json(path: Path) -> dict | None:
     """The record at `path`, None if absent; StateError if unreadable or foreign."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read(4 * 1024 * 1024)
+        raw = read_job_file(path, 4 * 1024 * 1024)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -68,11 +141,58 @@ def read_json(path: Path) -> dict | None:
 
 def append_line(path: Path, line: bytes) -> None:
     """Append one whole line with a single write (O_APPEND), so concurrent readers never see half of it."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+    fd = open_job_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
         os.write(fd, line)
     finally:
         os.close(fd)
+
+
+def check_dir(path: Path, what: str, follow: bool) -> bool:
+    """Refuse (StateError) a directory that someone else could change; False if it does not exist.
+
+    `follow`: the state dir may be a symlink (to a directory of ours); a job dir may not.
+    """
+    try:
+        st = os.stat(path) if follow else os.lstat(path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise StateError(f"cannot use {what} {path}: {exc.strerror or exc}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise StateError(f"{what} {path} is a symbolic link; hbwrap makes its job dirs itself: "
+                         f"fix with: rm {_fix(path)}")
+    if not stat.S_ISDIR(st.st_mode):
+        raise StateError(f"{what} {path} is not a directory")
+    if st.st_uid != os.geteuid():
+        me = os.geteuid()
+        raise StateError(f"{what} {path} is owned by uid {st.st_uid}, not by uid {me}; "
+                         f"fix with: chown {me} {_fix(path)} (or use a state dir of your own)")
+    if st.st_mode & 0o022:
+        who = {0o020: "group", 0o002: "others", 0o022: "group and others"}[st.st_mode & 0o022]
+        raise StateError(f"{what} {path} is writable by {who}; fix with: chmod go-w {_fix(path)}")
+    return True
+
+
+def make_dirs(path: Path, mode: int = DIR_MODE) -> None:
+    """Create `path` and every missing parent with exactly `mode` (whatever the umask); existing ones are left alone.
+
+    Path.mkdir(parents=True) gives the parents the umask's mode (0777 under `umask 000`): a world-writable
+    `~/.local/state` would let anyone swap the state dir for one of theirs.
+    """
+    missing = []
+    p = Path(os.path.abspath(path))
+    while not os.path.lexists(p):
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, mode)
+        except FileExistsError:
+            continue  # made meanwhile by someone else: not ours to chmod (check_dir judges it)
+        os.chmod(d, mode)  # the umask may have taken bits away (umask 0277: 0500, unusable)
 
 
 class StateDir:
@@ -82,27 +202,36 @@ class StateDir:
         self.root = Path(root)
 
     def ensure(self) -> None:
+        """Create the state dir (and its parents) if needed, and refuse one that others could change."""
         try:
-            self.root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-            if not os.access(self.root, os.W_OK | os.X_OK):
-                raise StateError(f"state dir {self.root} is not writable")
+            make_dirs(self.root)
         except OSError as exc:
             raise StateError(f"cannot use state dir {self.root}: {exc.strerror or exc}") from None
-        if not self.root.is_dir():
-            raise StateError(f"state dir {self.root} is not a directory")
+        self.check()
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise StateError(f"state dir {self.root} is not writable")
+
+    def check(self) -> bool:
+        """StateError if the state dir is not a private directory of ours; False if it does not exist."""
+        return check_dir(self.root, "state dir", follow=True)
 
     def job(self, name: str) -> "JobDir":
+        """The job dir of `name`; a malformed name (`..`, `a/b`, ...) is a usage error, never a path."""
+        check_name(name, "NAME")
         return JobDir(self.root / name, name)
 
     def existing_job(self, name: str) -> "JobDir":
         job = self.job(name)
-        if not job.path.is_dir():
+        if not self.check() or not job.check():
             raise UnknownJob(f"no job named {name!r} in {self.root}")
         return job
 
     def job_names(self) -> list[str]:
+        if not self.check():
+            return []
         try:
-            return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+            return sorted(p.name for p in self.root.iterdir()
+                          if p.is_dir() and not p.name.startswith(".") and NAME_RE.fullmatch(p.name))
         except FileNotFoundError:
             return []
         except OSError as exc:
@@ -119,6 +248,7 @@ class JobDir:
         self.events_file = path / "events.jsonl"
         self.keeper_file = path / "keeper.json"
         self.keeper_spec_file = path / "keeper-spec.json"
+        self.keeper_err_file = path / "keeper.err"
         self.lock_file = path / "lock"
         self.cursor_file = path / "cursor"
         self.log_file = path / "output.log"
@@ -126,12 +256,49 @@ class JobDir:
         self.default_checkpoint = path / "checkpoint"
         self.default_heartbeat = path / "heartbeat"
 
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """Every file hbwrap opens in the job dir."""
+        rotated = tuple(p.with_name(p.name + ".1") for p in (self.log_file, self.index_file))
+        return (self.state_file, self.events_file, self.keeper_file, self.keeper_spec_file, self.keeper_err_file,
+                self.lock_file, self.cursor_file, self.log_file, self.index_file, *rotated,
+                self.default_checkpoint, self.default_heartbeat)
+
+    def check(self) -> bool:
+        """StateError if the job dir is not a private directory of ours; False if it does not exist."""
+        return check_dir(self.path, "job dir", follow=False)
+
+    def check_files(self) -> None:
+        """StateError for the first job file that is not a regular file of ours (a planted symlink, FIFO, link).
+
+        Run before the job lock is taken: filelock may open `lock` with O_TRUNC, following a symlink.
+        """
+        for path in self.files:
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise StateError(f"cannot use {path}: {exc.strerror or exc}") from None
+            problem = _file_problem(st)
+            if problem:
+                raise _refuse_file(path, problem)
+
     def ensure(self) -> None:
+        """Create the job dir if needed; refuse it, or any file in it, if others could have planted it."""
+        if not self.check():
+            try:
+                os.mkdir(self.path, DIR_MODE)
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise StateError(f"cannot create job dir {self.path}: {exc.strerror or exc}") from None
+            self.check()
         try:
-            self.path.mkdir(mode=DIR_MODE, exist_ok=True)
             os.chmod(self.path, DIR_MODE)
         except OSError as exc:
-            raise StateError(f"cannot create job dir {self.path}: {exc.strerror or exc}") from None
+            raise StateError(f"cannot use job dir {self.path}: {exc.strerror or exc}") from None
+        self.check_files()
 
     def read_state(self) -> dict | None:
         return read_json(self.state_file)
@@ -152,19 +319,20 @@ class JobDir:
 def iter_events(path: Path, start: int = 0):
     """Whole JSON lines of an event log from byte `start`; a torn or foreign line is skipped, never fatal."""
     try:
-        with open(path, "rb") as f:
-            f.seek(start)
-            for line in f:
-                if not line.endswith(b"\n"):
-                    break
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(event, dict):
-                    yield event
+        f = os.fdopen(open_job_file(path, os.O_RDONLY), "rb")
     except FileNotFoundError:
         return
+    with f:
+        f.seek(start)
+        for line in f:
+            if not line.endswith(b"\n"):
+                break
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                yield event
 
 
 def _env_path(var: str, what: str) -> Path:
@@ -193,7 +361,7 @@ def touch_heartbeat() -> None:
     """`hbwrap beat`: update the heartbeat file's modification time (creating it if needed)."""
     path = _env_path("HBWRAP_HEARTBEAT_FILE", "hbwrap beat")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        fd = open_job_file(path, os.O_WRONLY | os.O_CREAT)
         try:
             os.utime(fd)
         finally:

@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 
 from hbwrap import procs
-from hbwrap.jobstore import JobDir, read_json, write_json_atomic
+from hbwrap.errors import StateError
+from hbwrap.jobstore import JobDir, open_job_file, read_json, write_json_atomic
 from hbwrap.model import SCHEMA_VERSION
 from hbwrap.output import STDERR, STDOUT, LogWriter
 
@@ -39,6 +40,7 @@ MAX_HEALS = 3              # replacements per run (SPEC §9)
 TAKEOVER_POLL_S = 0.1      # after starting a replacement: how often to look for it in state.json ...
 TAKEOVER_WAIT_S = 10.0     # ... and for how long
 ORPHAN_POLL_S = 1.0        # no live supervisor and no replacement allowed: look for one (cron, an operator)
+MAX_WAIT_S = 3600.0
 TERMINAL = frozenset({"succeeded", "failed", "escalated", "stopped"})
 
 
@@ -258,10 +260,13 @@ class Keeper:
         (another run id, or a cursor untouched for CURSOR_STALE_S: dead or hung), rotation goes ahead.
         """
         try:
-            st = os.stat(self.job.cursor_file)
-            parts = self.job.cursor_file.read_bytes().split()
+            fd = open_job_file(self.job.cursor_file, os.O_RDONLY)
+            try:
+                st, parts = os.fstat(fd), os.read(fd, 4096).split()
+            finally:
+                os.close(fd)
             run_id, reader_gen = parts[0].decode(), int(parts[3] if len(parts) > 3 else parts[1])
-        except (OSError, ValueError, IndexError, UnicodeDecodeError):
+        except (OSError, StateError, ValueError, IndexError, UnicodeDecodeError):
             return True
         if run_id != self.spec["run_id"] or time.time() - st.st_mtime > CURSOR_STALE_S:
             return True
@@ -398,7 +403,8 @@ class Keeper:
 
     def _poll(self, poller, at: list) -> list:
         due = [a for a in at if a is not None]
-        timeout_ms = None if not due else max(0.0, min(due) - time.monotonic()) * 1000
+        # capped: poll() takes at most ~24.8 days, and a --grace may be longer; waking early is harmless
+        timeout_ms = None if not due else min(max(0.0, min(due) - time.monotonic()), MAX_WAIT_S) * 1000
         try:
             return poller.poll(timeout_ms)
         except InterruptedError:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from hbwrap import procs
 from hbwrap.errors import HbwrapError, StateError
-from hbwrap.jobstore import JobDir, write_json_atomic
+from hbwrap.jobstore import JobDir, open_job_file, read_job_file, write_json_atomic
 from hbwrap.model import SCHEMA_VERSION, RunRecord
 from hbwrap.options import RunOptions
 
@@ -125,8 +125,8 @@ class AttemptHandle:
             self.popen.wait()
         started = bool(self.sweep())
         try:
-            tail = (self.job.path / "keeper.err").read_bytes()[-400:].decode(errors="replace").strip()
-        except OSError:
+            tail = read_job_file(self.job.path / "keeper.err")[-400:].decode(errors="replace").strip()
+        except (OSError, StateError):
             tail = ""
         return "lost", started, tail.splitlines()[-1] if tail else why
 
@@ -254,8 +254,7 @@ class Launcher:
             pass
         hs_r, hs_w = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(hs_r, False)
-        err_fd = os.open(self.job.path / "keeper.err",
-                         os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        err_fd = open_job_file(self.job.path / "keeper.err", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         # hbwrap's own stdout/stderr, for a replacement supervisor to write to (fds 1 and 2 of the keeper are
         # its keeper.err): duplicated to other numbers, as the keeper's stdout/stderr are set after pass_fds
         held = [os.dup(fd) for fd in hold_fds] if hold_fds else []

@@ -5,23 +5,32 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from hbwrap.jobstore import JobDir
-from hbwrap.output import STDERR, STDOUT, LogFollower, MarkerScanner, log_position
+from hbwrap.errors import StateError
+from hbwrap.jobstore import JobDir, open_job_file, read_job_file
+from hbwrap.markers import MarkerScanner
+from hbwrap.output import STDERR, STDOUT, LogFollower, log_position
 from hbwrap.policy import Observations
 
 PUMP_BUDGET = 8 * 1024 * 1024  # bytes of output handled before deadlines are looked at again
 UNBOUNDED = 1 << 62
 
 
-def last_nonempty_line(path: Path) -> tuple[bytes | None, str | None]:
-    """(content tail, last non-empty line) of a checkpoint file; (None, None) if absent."""
+def _open_read(path: Path, in_job_dir: bool):
+    """A file of the job dir never through a symlink (SPEC §9); a path the user chose, as it is."""
+    if in_job_dir:
+        return os.fdopen(open_job_file(path, os.O_RDONLY), "rb")
+    return open(path, "rb")
+
+
+def last_nonempty_line(path: Path, in_job_dir: bool = False) -> tuple[bytes | None, str | None]:
+    """(content tail, last non-empty line) of a checkpoint file; (None, None) if absent or refused."""
     try:
-        with open(path, "rb") as f:
+        with _open_read(path, in_job_dir) as f:
             f.seek(0, os.SEEK_END)
             size = f.tell()
             f.seek(max(0, size - 65536))
             content = f.read()
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
+    except (OSError, StateError):
         return None, None
     for line in reversed(content.splitlines()):
         text = line.decode("utf-8", "replace").strip()
@@ -30,9 +39,9 @@ def last_nonempty_line(path: Path) -> tuple[bytes | None, str | None]:
     return content, None
 
 
-def mtime_ns(path: Path) -> int | None:
+def mtime_ns(path: Path, in_job_dir: bool = False) -> int | None:
     try:
-        return os.stat(path).st_mtime_ns
+        return (os.lstat(path) if in_job_dir else os.stat(path)).st_mtime_ns
     except OSError:
         return None
 
@@ -45,6 +54,8 @@ class Observer:
         self.job = job
         self.progress_patterns, self.fatal_patterns = progress, fatal
         self.checkpoint_path, self.heartbeat_path = checkpoint_path, heartbeat_path
+        self.own_checkpoint = checkpoint_path.parent == job.path  # the default ones, in the job dir
+        self.own_heartbeat = heartbeat_path.parent == job.path
         self.passthrough = passthrough
         self.note = note  # callable(text): an hbwrap line on stderr
         self.follower: LogFollower | None = None
@@ -88,33 +99,32 @@ class Observer:
             held = min(held, lagging)
         try:
             if self._cursor_fd is None:
-                self._cursor_fd = os.open(self.job.cursor_file,
-                                          os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+                self._cursor_fd = open_job_file(self.job.cursor_file, os.O_WRONLY | os.O_CREAT)
             os.pwrite(self._cursor_fd, b"%s %020d %020d %020d\n" % (self.run_id.encode(), gen, offset,
                                                                     held), 0)
-        except OSError:
+        except (OSError, StateError):
             pass
 
     def read_cursor(self, run_id: str) -> tuple[int, int] | None:
         try:
-            parts = self.job.cursor_file.read_bytes().split()
+            parts = read_job_file(self.job.cursor_file, 4096).split()
             if len(parts) >= 3 and parts[0].decode() == run_id:
                 return int(parts[1]), int(parts[2])
-        except (OSError, ValueError, UnicodeDecodeError):
+        except (OSError, StateError, ValueError, UnicodeDecodeError):
             pass
         return None
 
     def output_tail(self, n: int) -> bytes:
         """The last `n` bytes of this run's output (never the previous run's)."""
         try:
-            with open(self.job.log_file, "rb") as f:
+            with os.fdopen(open_job_file(self.job.log_file, os.O_RDONLY), "rb") as f:
                 size = os.fstat(f.fileno()).st_size
                 start = max(0, size - n)
                 if self.run_log_start is not None and self.run_log_start[0] == self.follower.generation:
                     start = max(start, self.run_log_start[1])
                 f.seek(start)
                 return f.read(max(0, size - start))
-        except OSError:
+        except (OSError, StateError):
             return b""
 
     def pump(self, obs: Observations, budget: int = PUMP_BUDGET) -> None:
@@ -161,7 +171,8 @@ class Observer:
     # --- files ---------------------------------------------------------------------------------------
     def baseline(self) -> tuple[int | None, bytes | None]:
         """What the heartbeat and checkpoint files hold now: later changes are signs of life and progress."""
-        return mtime_ns(self.heartbeat_path), last_nonempty_line(self.checkpoint_path)[0]
+        return (mtime_ns(self.heartbeat_path, self.own_heartbeat),
+                last_nonempty_line(self.checkpoint_path, self.own_checkpoint)[0])
 
     def set_baseline(self, baseline: tuple[int | None, bytes | None]) -> None:
         self.heartbeat_mtime, self.checkpoint_content = baseline
@@ -173,12 +184,12 @@ class Observer:
         """`changed`: the (dir, name) pairs inotify reported, or None to look at every file."""
         hb, cp = self.heartbeat_path, self.checkpoint_path
         if changed is None or (str(hb.parent), hb.name) in changed:
-            mtime = mtime_ns(hb)
+            mtime = mtime_ns(hb, self.own_heartbeat)
             if mtime is not None and mtime != self.heartbeat_mtime:
                 self.heartbeat_mtime = mtime
                 obs.life = True
         if changed is None or (str(cp.parent), cp.name) in changed:
-            content, line = last_nonempty_line(cp)
+            content, line = last_nonempty_line(cp, self.own_checkpoint)
             # an empty file is the middle of a rewrite (open with truncation, then write): not a change yet
             if content and content != self.checkpoint_content:
                 self.checkpoint_content = content

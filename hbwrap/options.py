@@ -12,22 +12,39 @@ from hbwrap.model import RestartMode
 
 DEFAULT_PROGRESS_PATTERN = r"^\s*checkpoint[:=]\s*(\S.*?)\s*$"
 NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+MAX_DURATION_S = 36500 * 86400  # 100 years: larger values are refused (and deadlines still fit in a datetime)
+MAX_SIZE = 2 ** 50  # 1 PiB
+MAX_COUNT = 10 ** 9
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d)")
-_NUMBER = re.compile(r"\d+(?:\.\d*)?|\.\d+")
-_SIZE_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?i?b?)", re.IGNORECASE)
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d)", re.ASCII)
+_NUMBER = re.compile(r"\d+(?:\.\d*)?|\.\d+", re.ASCII)
+_DIGITS = re.compile(r"[0-9]+")
+_SIZE_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([kmgtp]?i?b?)", re.IGNORECASE | re.ASCII)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "ki": 1024, "m": 1000**2, "mb": 1000**2,
                "mib": 1024**2, "mi": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "gi": 1024**3,
-               "t": 1000**4, "tb": 1000**4, "tib": 1024**4, "ti": 1024**4}
+               "t": 1000**4, "tb": 1000**4, "tib": 1024**4, "ti": 1024**4, "p": 1000**5, "pb": 1000**5,
+               "pib": 1024**5, "pi": 1024**5}
+
+
+def _too_large(option: str, text, limit: str) -> UsageError:
+    shown = repr(text) if len(repr(text)) <= 40 else repr(text)[:37] + "..."
+    return UsageError(f"{option}: {shown} is too large (at most {limit})")
 
 
 def parse_duration(text: str | float | int, option: str) -> float:
-    """Seconds from `90`, `1.5`, `250ms`, `90s`, `15m`, `2h`, `1d` or combinations like `1h30m`."""
+    """Seconds from `90`, `1.5`, `250ms`, `90s`, `15m`, `2h`, `1d` or combinations like `1h30m`.
+
+    At most MAX_DURATION_S (100 years): every deadline hbwrap computes from it stays representable.
+    """
     if isinstance(text, bool):
         raise UsageError(f"{option}: invalid duration {text!r}")
-    if isinstance(text, (int, float)):
+    if isinstance(text, int):
+        if text > MAX_DURATION_S:  # before float(): a TOML integer may be too big for one
+            raise _too_large(option, text, "36500d, 100 years")
         value = float(text)
+    elif isinstance(text, float):
+        value = text
     else:
         s = str(text).strip().lower()
         if _NUMBER.fullmatch(s):
@@ -41,14 +58,20 @@ def parse_duration(text: str | float | int, option: str) -> float:
                 pos = m.end()
             if pos != len(s) or not s:
                 raise UsageError(f"{option}: invalid duration {text!r} (use e.g. 90, 1.5, 250ms, 90s, 15m, 2h, 1d, 1h30m)")
+        if value == float("inf"):  # digits beyond what a float holds
+            raise _too_large(option, text, "36500d, 100 years")
     if value < 0 or value != value or value == float("inf"):
         raise UsageError(f"{option}: invalid duration {text!r} (must be a finite number of seconds >= 0)")
+    if value > MAX_DURATION_S:
+        raise _too_large(option, text, "36500d, 100 years")
     return value
 
 
 def parse_size(text: str | int, option: str) -> int:
-    """Bytes from `50MB`, `10MiB`, `1GB`, `4096`."""
+    """Bytes from `50MB`, `10MiB`, `1GB`, `4096`; at most MAX_SIZE (1 PiB)."""
     if isinstance(text, int) and not isinstance(text, bool):
+        if text > MAX_SIZE:
+            raise _too_large(option, text, "1PiB")
         value = float(text)
     else:
         m = _SIZE_RE.fullmatch(str(text).strip())
@@ -57,14 +80,16 @@ def parse_size(text: str | int, option: str) -> int:
         value = float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
     if value < 1:
         raise UsageError(f"{option}: invalid size {text!r} (must be at least 1 byte)")
+    if value > MAX_SIZE:
+        raise _too_large(option, text, "1PiB")
     return int(value)
 
 
 def parse_signal(text: str | int, option: str) -> int:
     """A signal number from `TERM`, `SIGTERM`, `term` or `15`."""
     s = str(text).strip()
-    if s.isdigit():
-        num = int(s)
+    if _DIGITS.fullmatch(s):
+        num = int(s) if len(s) <= 4 else 0
         valid = {int(sig) for sig in signal.valid_signals()}
         if num in valid and num != 0:
             return num
@@ -86,9 +111,15 @@ def signal_name(num: int) -> str:
 
 
 def parse_count(text: str | int, option: str) -> int:
-    s = str(text).strip()
-    if isinstance(text, bool) or not s.isdigit():
+    """A whole number from 0 to MAX_COUNT."""
+    if isinstance(text, int) and not isinstance(text, bool) and text > MAX_COUNT:
+        raise _too_large(option, text, str(MAX_COUNT))
+    s = str(text).strip() if not isinstance(text, int) else ("-" if text < 0 else str(text))
+    if isinstance(text, bool) or not _DIGITS.fullmatch(s):
         raise UsageError(f"{option}: expected a whole number >= 0, got {text!r}")
+    s = s.lstrip("0") or "0"
+    if len(s) > len(str(MAX_COUNT)) or int(s) > MAX_COUNT:
+        raise _too_large(option, text, str(MAX_COUNT))
     return int(s)
 
 
@@ -97,7 +128,7 @@ def parse_exit_codes(text: str | list, option: str) -> tuple[int, ...]:
     codes = []
     for item in items:
         s = str(item).strip()
-        if not s.isdigit() or not 0 < int(s) < 256:
+        if not _DIGITS.fullmatch(s) or len(s) > 3 or not 0 < int(s) < 256:
             raise UsageError(f"{option}: invalid exit code {item!r} (expected a list like 1,2,75 of codes 1-255)")
         codes.append(int(s))
     if not codes:

@@ -1,4 +1,4 @@
-"""The job's output log: the keeper's writer, the supervisor's follower, and marker matching over chunks.
+"""The job's output log: the keeper's writer, the supervisor's follower, and passthrough to hbwrap's stdout/stderr.
 
 Layout: `output.log` holds the command's bytes exactly as produced (stdout and stderr interleaved in
 arrival order), so `tail -f` and `hbwrap logs` read it as it is. `output.idx` says which stream each
@@ -12,18 +12,16 @@ byte belongs to, as text lines written *before* the bytes they describe:
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
-from hbwrap.jobstore import FILE_MODE
+from hbwrap.jobstore import open_job_file
 
-LINE_CAP = 64 * 1024  # longer lines are matched on their first LINE_CAP bytes
 READ_CHUNK = 256 * 1024
 STDOUT, STDERR = "O", "E"
 
 
 def _open_append(path: Path) -> int:
-    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+    return open_job_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:
@@ -34,7 +32,7 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
 
 def read_generation(idx_path: Path) -> int | None:
     try:
-        with open(idx_path, "rb") as f:
+        with os.fdopen(open_job_file(idx_path, os.O_RDONLY), "rb") as f:
             first = f.readline()
     except FileNotFoundError:
         return None
@@ -63,7 +61,11 @@ class LogWriter:
         if self.generation is None or os.fstat(self.idx_fd).st_size == 0:
             self.generation = self.generation or 0
             _write_all(self.idx_fd, b"G %d\n" % self.generation)
-        self.log_fd = _open_append(self.log_path)
+        try:
+            self.log_fd = _open_append(self.log_path)
+        except BaseException:
+            os.close(self.idx_fd)
+            raise
         self.size = os.fstat(self.log_fd).st_size
         self.stream: str | None = None
 
@@ -107,7 +109,7 @@ def log_position(log_path: Path, idx_path: Path) -> tuple[int, int]:
     for _ in range(5):
         gen = read_generation(idx_path)
         try:
-            size = os.stat(log_path).st_size
+            size = os.lstat(log_path).st_size
         except FileNotFoundError:
             size = 0
         if read_generation(idx_path) == gen:
@@ -134,17 +136,20 @@ class LogFollower:
     def _open_pair(self, idx_path: Path, log_path: Path) -> tuple[int, int, int] | None:
         """(generation, idx fd, log fd) of a consistent index/log pair at these paths, or None."""
         try:
-            idx_fd = os.open(idx_path, os.O_RDONLY | os.O_CLOEXEC)
+            idx_fd = open_job_file(idx_path, os.O_RDONLY)
         except FileNotFoundError:
             return None
         try:
-            log_fd = os.open(log_path, os.O_RDONLY | os.O_CLOEXEC)
+            log_fd = open_job_file(log_path, os.O_RDONLY)
         except FileNotFoundError:
             os.close(idx_fd)
             return None
+        except BaseException:
+            os.close(idx_fd)
+            raise
         try:  # both still at their paths: no rotation renamed one of them in between
-            same = (os.fstat(idx_fd).st_ino == os.stat(idx_path).st_ino
-                    and os.fstat(log_fd).st_ino == os.stat(log_path).st_ino)
+            same = (os.fstat(idx_fd).st_ino == os.lstat(idx_path).st_ino
+                    and os.fstat(log_fd).st_ino == os.lstat(log_path).st_ino)
         except FileNotFoundError:
             same = False
         head = os.pread(idx_fd, 64, 0)
@@ -282,133 +287,10 @@ class LogFollower:
         return self.generation, self.offset
 
 
-def required_literal(pattern: re.Pattern[str]) -> bytes | None:
-    """A literal that every match must contain, for a C-speed prefilter over whole chunks (None if unknown)."""
-    if pattern.flags & re.IGNORECASE:
-        return None
-    try:
-        from re import _parser as sre_parse  # type: ignore[attr-defined]
-        from re._constants import LITERAL, SUBPATTERN  # type: ignore[attr-defined]
-        parsed = sre_parse.parse(pattern.pattern, pattern.flags)
-    except Exception:
-        return None
-    best = ""
-    folded = False  # an inline (?i:...) anywhere: a literal could match in another case
-
-    def walk(items) -> None:
-        nonlocal best, folded
-        run = ""
-        for op, arg in items:
-            if op is LITERAL:
-                run += chr(arg)
-                continue
-            if len(run) > len(best):
-                best = run
-            run = ""
-            if op is SUBPATTERN:
-                if arg[1] & re.IGNORECASE:
-                    folded = True
-                walk(arg[-1])
-        if len(run) > len(best):
-            best = run
-
-    walk(parsed)
-    if folded or re.IGNORECASE & parsed.state.flags:
-        return None
-    return best.encode() if len(best) >= 2 else None
-
-
-class MarkerScanner:
-    """Finds progress markers and fatal lines in a byte stream, line by line, with bounded memory.
-
-    Lines are matched as text (UTF-8, invalid bytes replaced), without the newline and a trailing CR.
-    Chunks are first searched for a literal every match must contain, so ordinary output costs one
-    C-level `find` per chunk instead of per-line Python work.
-    """
-
-    def __init__(self, progress: list[re.Pattern[str]], fatal: list[re.Pattern[str]]):
-        self.progress, self.fatal = progress, fatal
-        literals = [required_literal(p) for p in (*progress, *fatal)]
-        self.literals = None if any(lit is None for lit in literals) else sorted(set(literals))
-        # one compiled search for all literals beats bytes.find per literal on large chunks
-        self._finder = re.compile(b"|".join(re.escape(lit) for lit in self.literals)) if self.literals else None
-        self._carry = bytearray()
-        self._carry_full = False
-
-    def feed(self, data: bytes) -> list[tuple[str, str]]:
-        found: list[tuple[str, str]] = []
-        first_nl = data.find(b"\n")
-        if first_nl < 0:
-            self._add_carry(data)
-            return found
-        self._add_carry(data[:first_nl])
-        self._match_line(bytes(self._carry), found)
-        self._carry.clear()
-        self._carry_full = False
-        last_nl = data.rfind(b"\n")
-        if last_nl > first_nl:
-            self._scan_body(data, first_nl + 1, last_nl, found)
-        self._add_carry(data[last_nl + 1:])
-        return found
-
-    def flush(self) -> list[tuple[str, str]]:
-        """Match the final line when the output ends without a newline."""
-        found: list[tuple[str, str]] = []
-        if self._carry:
-            self._match_line(bytes(self._carry), found)
-        self._carry.clear()
-        self._carry_full = False
-        return found
-
-    def _add_carry(self, piece: bytes) -> None:
-        if self._carry_full or not piece:
-            return
-        room = LINE_CAP - len(self._carry)
-        self._carry += piece[:room]
-        self._carry_full = len(piece) >= room
-
-    def _scan_body(self, data: bytes, start: int, end: int, found: list) -> None:
-        """Lines in data[start:end] (end is the index of the last newline)."""
-        if self.literals is None:
-            for line in data[start:end].split(b"\n"):
-                self._match_line(line[:LINE_CAP], found)
-            return
-        starts = set()
-        for m in self._finder.finditer(data, start, end):
-            pos = m.start()
-            starts.add(data.rfind(b"\n", start, pos) + 1 if pos > start else start)
-        for line_start in sorted(starts):
-            line_start = max(line_start, start)
-            line_end = data.find(b"\n", line_start, end + 1)
-            self._match_line(data[line_start:min(line_end, line_start + LINE_CAP)], found)
-
-    def _match_line(self, raw: bytes, found: list) -> None:
-        if self.literals is not None and not any(lit in raw for lit in self.literals):
-            return
-        text = raw.decode("utf-8", "replace")
-        if text.endswith("\r"):
-            text = text[:-1]
-        for pattern in self.progress:
-            m = pattern.search(text)
-            if m:
-                if "checkpoint" in pattern.groupindex:
-                    value = m.group("checkpoint")
-                elif pattern.groups:
-                    value = m.group(1)
-                else:
-                    value = m.group(0)
-                found.append(("progress", value if value is not None else m.group(0)))
-                break
-        for pattern in self.fatal:
-            if pattern.search(text):
-                found.append(("fatal", text[:500]))
-                break
-
-
 def tail_bytes(path: Path, n_lines: int | None) -> bytes:
     """The last `n_lines` lines of a file (all of it when None), reading backwards in blocks."""
     try:
-        with open(path, "rb") as f:
+        with os.fdopen(open_job_file(path, os.O_RDONLY), "rb") as f:
             if n_lines is None:
                 return f.read()
             f.seek(0, os.SEEK_END)

@@ -28,6 +28,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 POLL_FALLBACK_S = 0.1         # only when inotify is unavailable
 ALERT_CLOSE_WAIT_S = 10.0
 KEEPER_EXIT_WAIT_S = 2.0      # at the end: a released keeper exits at once; wait for it so it holds no pipe
+MAX_WAIT_S = 3600.0
 STATUS_LINE_EVERY_S = 1.0     # live status line refresh, only when stderr is a terminal
 INHERITED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2,
              signal.SIGALRM)
@@ -48,7 +49,8 @@ class PollWaiter:
         for fd, events in fds:
             poller.register(fd, events)
         try:
-            ready = poller.poll(None if timeout_s is None else max(0.0, timeout_s) * 1000)
+            # capped: poll() takes at most ~24.8 days, a deadline may be further; waking early is harmless
+            ready = poller.poll(None if timeout_s is None else min(max(0.0, timeout_s), MAX_WAIT_S) * 1000)
         except InterruptedError:
             return set()
         return {fd for fd, _ in ready}

@@ -46,9 +46,12 @@ def read_record(job: JobDir) -> tuple[dict | None, RunRecord | None]:
 
 def recorded_options(job: JobDir, doc: dict, state_dir: StateDir) -> RunOptions:
     try:
-        return replace(RunOptions.from_json(doc["options"]), state_dir=str(state_dir.root))
+        opts = replace(RunOptions.from_json(doc["options"]), state_dir=str(state_dir.root))
     except (KeyError, TypeError, ValueError) as exc:
         raise StateError(f"{job.state_file} has no usable options ({exc})") from None
+    if opts.name != job.name or doc.get("name") not in (None, job.name):
+        raise StateError(f"{job.state_file} is the record of another job ({opts.name!r}); not acting on it")
+    return opts
 
 
 def _keeper_processes(job: JobDir) -> list[int]:

@@ -8,7 +8,7 @@ import time
 
 from hbwrap import procs
 from hbwrap.errors import StateError
-from hbwrap.jobstore import JobDir, StateDir, iter_events, parse_iso
+from hbwrap.jobstore import JobDir, StateDir, iter_events, open_job_file, parse_iso
 from hbwrap.model import ACTIVE_STATUSES, Status
 from hbwrap.output import LogFollower, log_position, tail_bytes
 
@@ -35,6 +35,7 @@ def effective_status(state: dict) -> str:
 
 def job_row(job: JobDir) -> dict:
     try:
+        job.check()
         state = job.read_state()
     except StateError as exc:
         return {"name": job.name, "status": "unreadable", "error": str(exc), **{k: None for k in STATUS_KEYS[2:]}}
@@ -67,7 +68,7 @@ def metrics_rows(state_dir: StateDir) -> list[dict]:
     for row in rows:
         try:
             row["events"] = list(iter_events(state_dir.job(row["name"]).events_file))
-        except OSError:
+        except (OSError, StateError):  # an unusable job file: the row says unreadable where it matters
             row["events"] = []
     return rows
 
@@ -169,13 +170,17 @@ def print_status(state_dir: StateDir, name: str | None, as_json: bool, watch: bo
             from hbwrap.errors import UsageError
 
             raise UsageError("status: --watch needs a terminal (use --json in scripts)")
-        _write(status_text(status_rows(state_dir, name)))
+        rows = status_rows(state_dir, name)
+        _write(status_text(rows))
+        _say_unreadable(rows)
         return
     from rich.console import Console
 
     console = Console()
     if not watch:
-        console.print(status_table(status_rows(state_dir, name)))
+        rows = status_rows(state_dir, name)
+        console.print(status_table(rows))
+        _say_unreadable(rows)
         return
     from rich.live import Live
 
@@ -186,6 +191,13 @@ def print_status(state_dir: StateDir, name: str | None, as_json: bool, watch: bo
                 live.update(status_table(status_rows(state_dir, name)), refresh=True)
         except KeyboardInterrupt:
             pass
+
+
+def _say_unreadable(rows: list[dict]) -> None:
+    """Why each `unreadable` job is so, one `hbwrap:` line each on stderr (the table has no room for it)."""
+    for row in rows:
+        if row.get("status") == "unreadable" and row.get("error"):
+            sys.stderr.write(f"hbwrap: job {row['name']}: {row['error']}\n")
 
 
 def format_event(e: dict) -> str:
@@ -221,7 +233,7 @@ def print_events(job: JobDir, as_json: bool, lines: int | None, follow: bool) ->
     if not follow:
         return
     try:
-        pos = os.path.getsize(job.events_file)
+        pos = os.lstat(job.events_file).st_size
     except OSError:
         pos = 0
     while True:
@@ -229,7 +241,7 @@ def print_events(job: JobDir, as_json: bool, lines: int | None, follow: bool) ->
         for e in iter_events(job.events_file, pos):
             _write(json.dumps(e) + "\n" if as_json else format_event(e) + "\n")
         try:
-            size = os.path.getsize(job.events_file)
+            size = os.lstat(job.events_file).st_size
         except OSError:
             size = pos
         pos = _whole_lines_end(job.events_file, pos, size)
@@ -242,7 +254,7 @@ def _whole_lines_end(path, start: int, size: int) -> int:
     """Offset just past the last complete line in [start, size)."""
     if size <= start:
         return start
-    with open(path, "rb") as f:
+    with os.fdopen(open_job_file(path, os.O_RDONLY), "rb") as f:
         f.seek(start)
         data = f.read(size - start)
     return start + data.rfind(b"\n") + 1

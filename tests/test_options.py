@@ -167,33 +167,7 @@ def test_build_run_options_errors_name_the_option(kw, option):
 
 # --- the real binary -------------------------------------------------------------------------------
 
-DURATION_OPTIONS = ["--timeout", "--deadline", "--response-timeout", "--progress-timeout", "--start-grace",
-                    "--probe-interval", "--probe-timeout", "--grace", "--backoff", "--backoff-max", "--lease"]
-
-BAD_RUN_ARGS = [
-    *[(opt, [opt, bad]) for opt in DURATION_OPTIONS for bad in ("soon", "-1")],
-    ("--timeout", ["--timeout", "5x"]),
-    ("--response-timeout", ["--response-timeout", ""]),
-    ("--deadline", ["--deadline", "1h30"]),
-    ("--max-restarts", ["--max-restarts", "-1"]),
-    ("--max-restarts", ["--max-restarts", "many"]),
-    ("--probe-failures", ["--probe-failures", "-2"]),
-    ("--restart", ["--restart", "always"]),
-    ("--name", ["--name", "bad name"]),
-    ("--name", ["--name", "a/b"]),
-    ("--name", ["--name", "x" * 65]),
-    ("--progress-pattern", ["--progress-pattern", "(unclosed"]),
-    ("--fatal-pattern", ["--fatal-pattern", "[unclosed"]),
-    ("--kill-signal", ["--kill-signal", "FOO"]),
-    ("--kill-signal", ["--kill-signal", "999"]),
-    ("--log-max-size", ["--log-max-size", "10XB"]),
-    ("--log-max-size", ["--log-max-size", "0"]),
-    ("--retry-exit-codes", ["--retry-exit-codes", "1,x"]),
-    ("--retry-exit-codes", ["--retry-exit-codes", "0"]),
-    ("--if-running", ["--if-running", "maybe"]),
-    ("--alert-on", ["--alert-on", "stal"]),
-    ("--alert-on", ["--alert-on", "alert_output"]),  # hbwrap's own record, never alerted on
-]
+# The table of bad values for every option and command is tests/test_bad_input.py.
 
 
 def assert_one_line_usage_error(r, option):
@@ -204,15 +178,6 @@ def assert_one_line_usage_error(r, option):
     assert lines[0].startswith("hbwrap:"), r
     assert option in lines[0], r
     assert r.out == "", r
-
-
-@pytest.mark.parametrize("option, args", BAD_RUN_ARGS, ids=[f"{o}={a[-1]!r}" for o, a in BAD_RUN_ARGS])
-def test_bad_run_option_is_a_one_line_usage_error(hb, option, args):
-    marker = hb.path("ran")
-    r = hb.run("run", *args, "--", "sh", "-c", f"touch {marker}")
-    assert_one_line_usage_error(r, option)
-    assert not (hb.tmp / "ran").exists(), "the command must not run after a usage error"
-    assert not hb.state_dir.exists() or not any(hb.state_dir.iterdir()), "no job is created by a usage error"
 
 
 @pytest.mark.parametrize("args", [["run"], ["run", "--"], ["run", "--name", "x"], ["run", "--name", "x", "--"]])

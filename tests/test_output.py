@@ -1,207 +1,10 @@
-"""hbwrap.output: marker matching over arbitrary chunks, the log writer/follower pair, tail_bytes."""
+"""hbwrap.output: the log writer/follower pair, tail_bytes."""
 import os
 import random
-import re
 
 import pytest
 
-from hbwrap.options import DEFAULT_PROGRESS_PATTERN
-from hbwrap.output import LINE_CAP, STDERR, STDOUT, LogFollower, LogWriter, MarkerScanner, log_position, tail_bytes
-
-DEFAULT = re.compile(DEFAULT_PROGRESS_PATTERN)
-
-
-def scanner(progress=(DEFAULT_PROGRESS_PATTERN,), fatal=()):
-    return MarkerScanner([re.compile(p) for p in progress], [re.compile(p) for p in fatal])
-
-
-def scan(s: MarkerScanner, chunks) -> list:
-    found = []
-    for chunk in chunks:
-        found += s.feed(chunk)
-    return found + s.flush()
-
-
-def reference(data: bytes, progress, fatal) -> list:
-    """What line-by-line matching says (lines capped at LINE_CAP bytes, a final CR dropped)."""
-    found = []
-    for raw in data.split(b"\n"):
-        if not raw:
-            continue
-        text = raw[:LINE_CAP].decode("utf-8", "replace")
-        text = text[:-1] if text.endswith("\r") else text
-        for p in progress:
-            m = p.search(text)
-            if m:
-                if "checkpoint" in p.groupindex:
-                    value = m.group("checkpoint")
-                elif p.groups:
-                    value = m.group(1)
-                else:
-                    value = m.group(0)
-                found.append(("progress", value if value is not None else m.group(0)))
-                break
-        for p in fatal:
-            if p.search(text):
-                found.append(("fatal", text[:500]))
-                break
-    return found
-
-
-SAMPLE = (b"starting\n"
-          b"checkpoint: page-1\n"
-          b"noise checkpoint: not-at-start\n"
-          b"  checkpoint=page-2  \r\n"
-          b"\xff\xfe invalid utf-8 \xc3\n"
-          b"ERROR: account suspended\n"
-          b"checkpoint:\xc3\xa9t\xc3\xa9-3\n"
-          b"\n"
-          b"checkpoint: last-no-newline")
-
-
-def test_default_pattern_on_whole_input():
-    found = scan(scanner(fatal=["account suspended"]), [SAMPLE])
-    assert found == [("progress", "page-1"), ("progress", "page-2"), ("fatal", "ERROR: account suspended"),
-                     ("progress", "été-3"), ("progress", "last-no-newline")]
-
-
-@pytest.mark.parametrize("progress, fatal", [
-    ((DEFAULT_PROGRESS_PATTERN,), ("account suspended",)),   # literal prefilter path
-    ((r"(?i)checkpoint[:=]\s*(\S+)",), ()),                   # no literal (case-insensitive): line-by-line path
-    ((r"page-(\d)", r"(?P<x>\w+)-(?P<checkpoint>\d)"), (r"^ERROR",)),
-    ((r"[a-z]+-\d",), (r"\xff|suspended",)),                 # no group: the whole match; no usable literal
-])
-def test_every_split_point_gives_the_same_markers(progress, fatal):
-    compiled_p = [re.compile(p) for p in progress]
-    compiled_f = [re.compile(p) for p in fatal]
-    expected = reference(SAMPLE, compiled_p, compiled_f)
-    assert expected, "the sample must contain markers for this pattern set"
-    for cut in range(len(SAMPLE) + 1):
-        got = scan(MarkerScanner(compiled_p, compiled_f), [SAMPLE[:cut], SAMPLE[cut:]])
-        assert got == expected, f"split at {cut}: {SAMPLE[:cut][-20:]!r} | {SAMPLE[cut:][:20]!r}"
-
-
-def test_random_chunking_gives_the_same_markers():
-    rng = random.Random(42)
-    lines = []
-    for i in range(2000):
-        kind = rng.random()
-        if kind < 0.1:
-            lines.append(f"checkpoint: item-{i}".encode())
-        elif kind < 0.12:
-            lines.append(f"FATAL {i}".encode())
-        else:
-            lines.append(bytes(rng.choice(b"abc xyz:=\t\r") for _ in range(rng.randrange(0, 80))))
-    data = b"\n".join(lines) + b"\n"
-    p, f = [DEFAULT], [re.compile(r"FATAL \d+")]
-    expected = reference(data, p, f)
-    for seed in range(5):
-        r = random.Random(seed)
-        chunks, pos = [], 0
-        while pos < len(data):
-            n = r.choice((1, 2, 7, 100, 4096, 70000))
-            chunks.append(data[pos:pos + n])
-            pos += n
-        assert scan(MarkerScanner(p, f), chunks) == expected
-
-
-def test_marker_split_byte_by_byte():
-    data = b"checkpoint: page-7\r\n"
-    assert scan(scanner(), [data[i:i + 1] for i in range(len(data))]) == [("progress", "page-7")]
-
-
-@pytest.mark.parametrize("line, expected", [
-    (b"checkpoint: a\r\n", "a"),
-    (b"checkpoint=b c \r\n", "b c"),
-    (b"done 42\r\n", "42"),
-])
-def test_crlf_lines(line, expected):
-    s = scanner(progress=[DEFAULT_PROGRESS_PATTERN, r"^done (\d+)$"])
-    assert scan(s, [line]) == [("progress", expected)]
-
-
-@pytest.mark.parametrize("pattern, line, value", [
-    (r"page (\d+) of \d+", b"fetched page 7 of 9", "7"),                        # group 1
-    (r"(?P<url>\S+) saved as (?P<checkpoint>\S+)", b"http://x saved as row-5", "row-5"),  # named group wins
-    (r"(\w+) saved as (?P<checkpoint>\S+)", b"url saved as row-6", "row-6"),
-    (r"STEP-\d+", b"now at STEP-12 ok", "STEP-12"),                              # no group: whole match
-    (r"item (\d+)?done", b"item done", "item done"),                             # group did not take part
-])
-def test_custom_progress_patterns(pattern, line, value):
-    assert scan(scanner(progress=[pattern]), [line + b"\n"]) == [("progress", value)]
-
-
-def test_a_custom_pattern_replaces_the_default():
-    assert scan(scanner(progress=[r"page (\d+)"]), [b"checkpoint: x\npage 3\n"]) == [("progress", "3")]
-
-
-def test_first_matching_progress_pattern_wins_per_line():
-    s = scanner(progress=[r"a(\d)", r"(\d)b"])
-    assert scan(s, [b"a1 2b\n3b\n"]) == [("progress", "1"), ("progress", "3")]
-
-
-def test_fatal_patterns():
-    s = scanner(fatal=[r"account suspended", r"(?i)rate.limit"])
-    found = scan(s, [b"ok\nERROR account suspended!\nRATE LIMIT hit\r\nfine\n"])
-    assert found == [("fatal", "ERROR account suspended!"), ("fatal", "RATE LIMIT hit")]
-
-
-def test_a_line_can_be_progress_and_fatal():
-    s = scanner(fatal=[r"suspended"])
-    assert scan(s, [b"checkpoint: suspended\n"]) == [("progress", "suspended"), ("fatal", "checkpoint: suspended")]
-
-
-@pytest.mark.parametrize("pattern, line, value", [
-    (r"^\d+/\d+ done$", b"12/40 done", "12/40 done"),       # literal " done"
-    (r"^[0-9]+%$", b"75%", "75%"),                          # no literal of 2+ chars
-    (r"(?i)PROGRESS (\S+)", b"progress p9", "p9"),          # case-insensitive: no literal prefilter
-    (r"\bcp\s*(\d+)", b"x cp 4", "4"),
-    (r"(?:ab|cd)(\d)", b"cd5", "5"),                        # literals only inside alternatives
-])
-def test_patterns_with_and_without_extractable_literals(pattern, line, value):
-    data = b"noise\n" + line + b"\nmore noise\n"
-    assert scan(scanner(progress=[pattern]), [data]) == [("progress", value)]
-    # and in the middle of a big chunk (the prefiltered body path)
-    assert scan(scanner(progress=[pattern]), [b"x\n" * 1000 + line + b"\n" + b"y\n" * 1000]) == [("progress", value)]
-
-
-def test_scoped_case_insensitive_group_still_matches():
-    pattern = r"(?i:checkpoint)\s+(\d+)"
-    assert re.search(pattern, "CHECKPOINT 5")
-    assert scan(scanner(progress=[pattern]), [b"CHECKPOINT 5\nCheckpoint 6\n"]) == [("progress", "5"), ("progress", "6")]
-
-
-def test_long_lines_stay_bounded_and_later_lines_still_match():
-    s = scanner()
-    found = s.feed(b"checkpoint: v")
-    block = b"y" * (1 << 20)
-    for _ in range(20):  # a 20 MiB line, no newline yet
-        found += s.feed(block)
-        assert len(s._carry) <= LINE_CAP
-    found += s.feed(b"\ncheckpoint: after\n")
-    found += s.flush()
-    assert len(found) == 2
-    kind, value = found[0]
-    assert kind == "progress" and value.startswith("vyyy") and len(value) <= LINE_CAP
-    assert found[1] == ("progress", "after")
-
-
-def test_long_line_in_the_middle_of_a_chunk_is_matched_on_its_head():
-    s = scanner()
-    data = b"a\ncheckpoint: head" + b"z" * (3 * LINE_CAP) + b"\ncheckpoint: next\n"
-    found = scan(s, [data])
-    assert [k for k, _ in found] == ["progress", "progress"]
-    assert found[0][1].startswith("headzzz") and len(found[0][1]) <= LINE_CAP
-    assert found[1] == ("progress", "next")
-
-
-def test_marker_beyond_line_cap_is_not_seen():
-    s = scanner()
-    assert scan(s, [b"x" * (LINE_CAP + 10) + b" checkpoint: hidden\n"]) == []
-
-
-def test_no_patterns_at_all():
-    assert scan(MarkerScanner([], []), [b"checkpoint: x\n"]) == []
+from hbwrap.output import STDERR, STDOUT, LogFollower, LogWriter, log_position, tail_bytes
 
 
 # --- LogWriter + LogFollower ----------------------------------------------------------------------
@@ -382,3 +185,20 @@ def test_tail_bytes_across_read_blocks(tmp_path):
 
 def test_tail_bytes_of_a_missing_file(tmp_path):
     assert tail_bytes(tmp_path / "nope", 3) == b""
+
+
+@pytest.mark.parametrize("planted", ["output.log", "output.idx"])
+def test_writer_and_follower_never_go_through_a_symlink(tmp_path, planted):
+    from hbwrap.errors import StateError
+
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"G 0\nsecret\n")
+    (tmp_path / planted).symlink_to(victim)
+    log, idx = tmp_path / "output.log", tmp_path / "output.idx"
+    with pytest.raises(StateError, match="symbolic link"):
+        LogWriter(log, idx, 1000)
+    with pytest.raises(StateError, match="symbolic link"):
+        LogFollower(log, idx, 0, 0).read()
+    with pytest.raises(StateError, match="symbolic link"):
+        tail_bytes(tmp_path / planted, None)
+    assert victim.read_bytes() == b"G 0\nsecret\n"
