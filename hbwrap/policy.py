@@ -245,7 +245,11 @@ def _observe(st: RunState, obs: Observations, now: float, opts: RunOptions, out:
         st.state_dirty = True
         if value is not None and value != rec.checkpoint:
             rec.checkpoint = value
-            st.pending_checkpoint = value
+            if now >= st.checkpoint_event_at + CHECKPOINT_EVENT_SPACING_S:
+                out.append(_emit(Event.CHECKPOINT, checkpoint=value))
+                st.checkpoint_event_at, st.pending_checkpoint = now, None
+            else:
+                st.pending_checkpoint = value  # spaced out; the latest value is never lost
     for line in obs.fatal_lines:
         if rec.fatal_line is None:
             rec.fatal_line = line

@@ -40,7 +40,7 @@ RUN_CASES = [
     ("--retry-exit-codes", "", 2), ("--retry-exit-codes", "9" * 5000, 2),
     ("--fatal-pattern", "[unclosed", 2), ("--fatal-pattern", "(?P<x", 2),
     ("--resume", "=yes", 2), ("--no-resume", "=1", 2), ("--quiet", "=yes", 2), ("--verbose", "=1", 2),
-    ("--pty", "=on", 2), ("--help", "=x", 2),
+    ("--pty", "=on", 2), ("--help", "=x", 2), ("--self-heal", "=no", 2), ("--no-self-heal", "=1", 2),
     ("--log-max-size", "10XB", 2), ("--log-max-size", "0", 2), ("--log-max-size", "1e400", 2),
     ("--log-max-size", "9" * 400 + "TB", 2), ("--log-max-size", "-5MB", 2),
     ("--alert-cmd", "", 2), ("--alert-cmd", "  ", 2),
