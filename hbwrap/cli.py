@@ -10,6 +10,11 @@ import typer
 from hbwrap import __version__
 from hbwrap.errors import ExitCode, HbwrapError, UsageError
 
+try:  # typer >= 0.26 vendors click
+    from typer._click.types import StringParamType
+except ImportError:  # pragma: no cover - older typer
+    from click.types import StringParamType
+
 app = typer.Typer(
     name="hbwrap",
     help="A watchdog for unattended long-running jobs: detects hangs and stalls, kills the whole process "
@@ -25,15 +30,38 @@ RUN_HELP = """Run COMMAND under supervision: kill and restart it when it stops s
 
 \b
 Examples:
-  hbwrap run --name reddit-3am --timeout 15m --response-timeout 2m -- ./post_comment.sh
-  hbwrap run --progress-timeout 20m --restart on-failure -- python research.py
-  hbwrap run --quiet --response-timeout 5m -- ./nightly.sh     # cron: output only on failure
+  hbwrap run --name post-3am --timeout 15m --response-timeout 2m -- ./post.sh
+  hbwrap run --progress-timeout 20m --restart on-failure -- ./research.py
+  hbwrap run --quiet --response-timeout 5m -- ./nightly.sh   # cron: quiet
 
 \b
-Durations: 90, 1.5, 250ms, 90s, 15m, 2h, 1d, 1h30m.  Sizes: 10MB, 1GB, 500KiB.
-Exit codes: the command's own; 124 stall/--timeout/--deadline; 125 hbwrap failed;
-126/127 not executable/not found; 128+S killed by signal S (or hbwrap got SIGTERM/SIGINT/SIGHUP); 2 usage.
+DUR: 90, 1.5, 250ms, 90s, 15m, 2h, 1d, 1h30m (0 turns a timeout off).
+SIZE: 4096, 10MB, 1GB, 500KiB.
+Exit: the command's own code; 124 stall, --timeout or --deadline; 125 hbwrap
+failed; 126/127 not executable/not found; 128+S killed by signal S, or hbwrap
+got SIGTERM/SIGINT/SIGHUP (143: hbwrap stop); 2 usage; 75 --if-running fail.
 """
+
+# The panels of `hbwrap run --help`, in the order a person looks for things. Every run option belongs to
+# one (tests/test_docs.py checks it); where later options go: --activity and --repeat-timeout to
+# DEADLINES, --dump-signal/--dump-wait to STOPPING, --retry-after-pattern, --restart-check,
+# --restart-approval and --approval-default to RESTARTS, --self-heal, --lease-url and --host to TAKEOVER.
+DEADLINES = "Deadlines and signs of life"
+STOPPING = "Stopping"
+RESTARTS = "Restarts"
+ALERTS = "Alerts and pings"
+TAKEOVER = "Takeover and leases"
+FILES = "Output and files"
+
+
+class _Plain(StringParamType):
+    """A string argument whose help row shows its metavar alone (typer would add `<str>`)."""
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return ""
+
+
+PLAIN = _Plain()
 
 
 def _version(value: bool) -> None:
@@ -58,49 +86,68 @@ def _given(ctx: typer.Context, command: Optional[List[str]]) -> dict:
     return given
 
 
-CONFIG_OPTION = typer.Option(None, "--config", help="TOML defaults and jobs (default $HBWRAP_CONFIG, else $XDG_CONFIG_HOME/hbwrap/config.toml if it exists).")
+def _opt(panel: str, flag: str, metavar: str, help: str, default: str | None = None):
+    """A run option that takes a value. Its real default lives in options.py (and may come from the config
+    file), so typer's is None; `default` is only what the help shows."""
+    if default is not None:  # escaped: rich would take a bare `[default: ...]` for markup and drop it
+        help = f"{help} \\[default: {default}]"
+    return typer.Option(None, flag, metavar=metavar, rich_help_panel=panel, help=help, show_default=False)
 
 
-@app.command(context_settings={"allow_interspersed_args": False}, help=RUN_HELP, no_args_is_help=False)
+STATE_DIR_HELP = "Where job state lives (created with mode 0700)."
+STATE_DIR_DEFAULT = "$HBWRAP_STATE_DIR, else $XDG_STATE_HOME/hbwrap, else ~/.local/state/hbwrap"
+CONFIG_OPTION = _opt(FILES, "--config", "FILE", "TOML defaults and jobs.",
+                     "$HBWRAP_CONFIG, else $XDG_CONFIG_HOME/hbwrap/config.toml if it exists")
+
+
+@app.command(context_settings={"allow_interspersed_args": False}, help=RUN_HELP, no_args_is_help=False,
+             rich_help_panel="Supervise")
 def run(
     ctx: typer.Context,
-    command: Optional[List[str]] = typer.Argument(None, metavar="-- COMMAND [ARG...]", show_default=False),
-    name: Optional[str] = typer.Option(None, "--name", help="Job name [A-Za-z0-9._-]{1,64}; default: derived from the command line."),
-    state_dir: Optional[str] = typer.Option(None, "--state-dir", help="Where job state lives (default $HBWRAP_STATE_DIR, $XDG_STATE_HOME/hbwrap, ~/.local/state/hbwrap)."),
-    timeout: Optional[str] = typer.Option(None, "--timeout", help="Wall-clock limit of one attempt."),
-    deadline: Optional[str] = typer.Option(None, "--deadline", help="Wall-clock limit of the whole run, all attempts and back-off included."),
-    response_timeout: Optional[str] = typer.Option(None, "--response-timeout", help="Longest time without a sign of life (output, heartbeat, marker, passing probe)."),
-    progress_timeout: Optional[str] = typer.Option(None, "--progress-timeout", help="Longest time without progress (marker line or checkpoint-file change)."),
-    start_grace: Optional[str] = typer.Option(None, "--start-grace", help="Start the response and progress clocks this long after each attempt starts. [default: 0]"),
-    progress_pattern: Optional[List[str]] = typer.Option(None, "--progress-pattern", help="Regex for progress-marker lines (repeatable); group 1 or (?P<checkpoint>...) is the checkpoint. [default: ^\\s*checkpoint[:=]\\s*(\\S.*?)\\s*$]"),
-    checkpoint_file: Optional[str] = typer.Option(None, "--checkpoint-file", help="A change of its content is progress; its last non-empty line is the checkpoint. [default: <job dir>/checkpoint]"),
-    heartbeat_file: Optional[str] = typer.Option(None, "--heartbeat-file", help="A change of its mtime is a sign of life. [default: <job dir>/heartbeat]"),
-    probe: Optional[str] = typer.Option(None, "--probe", help="Liveness probe run with sh -c every --probe-interval."),
-    probe_interval: Optional[str] = typer.Option(None, "--probe-interval", help="[default: 30s]"),
-    probe_timeout: Optional[str] = typer.Option(None, "--probe-timeout", help="[default: 10s]"),
-    probe_failures: Optional[str] = typer.Option(None, "--probe-failures", help="Consecutive probe failures that make a stall. [default: 3]"),
-    kill_signal: Optional[str] = typer.Option(None, "--kill-signal", help="First signal sent to the child group when stopping it. [default: TERM]"),
-    grace: Optional[str] = typer.Option(None, "--grace", help="Wait this long after the first signal, then SIGKILL the group and every escaped descendant. [default: 10s]"),
-    restart: Optional[str] = typer.Option(None, "--restart", help="never | on-stall | on-failure. [default: on-stall]"),
-    max_restarts: Optional[str] = typer.Option(None, "--max-restarts", help="Restarts allowed in one run; the next failure escalates. [default: 3]"),
-    backoff: Optional[str] = typer.Option(None, "--backoff", help="Wait before restart k: backoff × 2^(k-1), jittered to 50-100%. [default: 1s]"),
-    backoff_max: Optional[str] = typer.Option(None, "--backoff-max", help="[default: 5m]"),
-    retry_exit_codes: Optional[str] = typer.Option(None, "--retry-exit-codes", help="With on-failure, retry only these exit codes (e.g. 1,2,75). [default: any non-zero]"),
-    fatal_pattern: Optional[List[str]] = typer.Option(None, "--fatal-pattern", help="Regex; a matching output line makes this attempt's failure non-retryable (repeatable)."),
-    resume: bool = typer.Option(True, "--resume/--no-resume", help="Give the next attempt the last checkpoint in HBWRAP_RESUME_FROM."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Cron mode: no output unless the run fails, then all of it (capped) and the log's path."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Say more on stderr (e.g. when an overlapping run is skipped)."),
-    pty: bool = typer.Option(False, "--pty", help="Run the command on a pseudo-terminal (for programs that buffer when not on a terminal)."),
-    log_max_size: Optional[str] = typer.Option(None, "--log-max-size", help="Rotate the job's output log beyond this size; one rotated file is kept. [default: 50MB]"),
-    alert_cmd: Optional[str] = typer.Option(None, "--alert-cmd", help="Run with sh -c for each alerted event; details in HBWRAP_EVENT, HBWRAP_REASON, HBWRAP_EVENT_JSON, ... (never spliced into the text)."),
-    alert_webhook: Optional[List[str]] = typer.Option(None, "--alert-webhook", help="POST each alerted event to URL (repeatable; or $HBWRAP_ALERT_WEBHOOK, space-separated)."),
-    webhook_format: Optional[str] = typer.Option(None, "--webhook-format", help="json | slack | discord. [default: json]"),
-    alert_on: Optional[str] = typer.Option(None, "--alert-on", help="Events that alert: all, or a comma list of event names. [default: stall,escalate,takeover,restart_pending]"),
-    ping_url: Optional[str] = typer.Option(None, "--ping-url", help="healthchecks.io-compatible pings: URL/start, at the end URL/<exit code> (URL/0 on success), URL/log on a stall; the body ends with what happened (or $HBWRAP_PING_URL)."),
+    command: Optional[List[str]] = typer.Argument(None, metavar="-- COMMAND [ARG...]", show_default=False,
+                                                  click_type=PLAIN, help="The command to supervise and its arguments."),
+    # deadlines and signs of life
+    timeout: Optional[str] = _opt(DEADLINES, "--timeout", "DUR", "Wall-clock limit of one attempt."),
+    deadline: Optional[str] = _opt(DEADLINES, "--deadline", "DUR", "Wall-clock limit of the whole run, all attempts and back-off waits included; then the child group is stopped and the run escalates."),
+    response_timeout: Optional[str] = _opt(DEADLINES, "--response-timeout", "DUR", "Longest time without a sign of life: output, a heartbeat-file touch, a progress marker. A passing probe is not one."),
+    progress_timeout: Optional[str] = _opt(DEADLINES, "--progress-timeout", "DUR", "Longest time without progress: a progress-marker line, or a change of the checkpoint file's content."),
+    start_grace: Optional[str] = _opt(DEADLINES, "--start-grace", "DUR", "Start the response and progress clocks of each attempt this long after it starts.", default="0"),
+    progress_pattern: Optional[List[str]] = _opt(DEADLINES, "--progress-pattern", "REGEX", "Output lines matching it are progress markers (repeatable; Python re, per line; \\r ends a line too); group 1 or (?P<checkpoint>...) is the checkpoint, else the whole match.", default="^\\s*checkpoint[:=]\\s*(\\S.*?)\\s*$"),
+    checkpoint_file: Optional[str] = _opt(DEADLINES, "--checkpoint-file", "PATH", "A change of its content is progress; its last non-empty line is the checkpoint.", default="<job dir>/checkpoint"),
+    heartbeat_file: Optional[str] = _opt(DEADLINES, "--heartbeat-file", "PATH", "A change of its modification time is a sign of life.", default="<job dir>/heartbeat"),
+    probe: Optional[str] = _opt(DEADLINES, "--probe", "CMD", "Liveness probe run with sh -c every --probe-interval; a non-zero exit or a run past --probe-timeout is a failure; --probe-failures in a row are a stall."),
+    probe_interval: Optional[str] = _opt(DEADLINES, "--probe-interval", "DUR", "Time between probes.", default="30s"),
+    probe_timeout: Optional[str] = _opt(DEADLINES, "--probe-timeout", "DUR", "A probe running longer is killed and counts as a failure.", default="10s"),
+    probe_failures: Optional[str] = _opt(DEADLINES, "--probe-failures", "N", "Consecutive probe failures that make a stall.", default="3"),
+    # stopping
+    kill_signal: Optional[str] = _opt(STOPPING, "--kill-signal", "SIG", "First signal sent to the child group when stopping it (TERM, SIGINT, 9).", default="TERM"),
+    grace: Optional[str] = _opt(STOPPING, "--grace", "DUR", "After the first signal, wait this long, then SIGKILL the group and every descendant that escaped it.", default="10s"),
+    # restarts
+    restart: Optional[str] = _opt(RESTARTS, "--restart", "MODE", "When to start another attempt: never, on-stall (after stalls), on-failure (also after non-zero exits and deaths by signal).", default="on-stall"),
+    max_restarts: Optional[str] = _opt(RESTARTS, "--max-restarts", "N", "Restarts allowed in one run; the next failure escalates.", default="3"),
+    backoff: Optional[str] = _opt(RESTARTS, "--backoff", "DUR", "Wait before restart k: backoff × 2^(k-1), capped by --backoff-max, jittered to 50-100% of that.", default="1s"),
+    backoff_max: Optional[str] = _opt(RESTARTS, "--backoff-max", "DUR", "Cap of the back-off wait.", default="5m"),
+    retry_exit_codes: Optional[str] = _opt(RESTARTS, "--retry-exit-codes", "LIST", "With on-failure, retry only these exit codes (1,2,75).", default="any non-zero"),
+    fatal_pattern: Optional[List[str]] = _opt(RESTARTS, "--fatal-pattern", "REGEX", "An output line matching it makes this attempt's failure non-retryable, e.g. 'account suspended' (repeatable)."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", rich_help_panel=RESTARTS, show_default=True, help="Give the next attempt the last checkpoint in HBWRAP_RESUME_FROM."),
+    # alerts and pings
+    alert_cmd: Optional[str] = _opt(ALERTS, "--alert-cmd", "CMD", "Run with sh -c for each alerted event; details arrive in HBWRAP_EVENT, HBWRAP_REASON, HBWRAP_EVENT_JSON, ... (never spliced into CMD)."),
+    alert_webhook: Optional[List[str]] = _opt(ALERTS, "--alert-webhook", "URL", "HTTP POST for each alerted event, body per --webhook-format (repeatable; or $HBWRAP_ALERT_WEBHOOK, space-separated)."),
+    webhook_format: Optional[str] = _opt(ALERTS, "--webhook-format", "FORMAT", "json (the event object), slack ({\"text\": ...}) or discord ({\"content\": ...}).", default="json"),
+    alert_on: Optional[str] = _opt(ALERTS, "--alert-on", "LIST", "Events that alert: all, or a comma list of event names.", default="stall,escalate,takeover,restart_pending"),
+    ping_url: Optional[str] = _opt(ALERTS, "--ping-url", "URL", "healthchecks.io-compatible pings: URL/start when the run starts, URL/<exit code> when it ends (URL/fail where none exists), URL/log for stalls, takeovers and stops (or $HBWRAP_PING_URL)."),
+    # takeover and leases
+    if_running: Optional[str] = _opt(TAKEOVER, "--if-running", "MODE", "When a live supervisor already runs this job: skip (exit 0 at once), fail (exit 75) or wait (for it to finish, then run).", default="skip"),
+    lease: Optional[str] = _opt(TAKEOVER, "--lease", "DUR", "Renew the supervisor's lease at least every lease/3; one whose lease is older is hung: the next run or watch of the job kills it and takes over.", default="30s"),
+    self_heal: bool = typer.Option(True, "--self-heal/--no-self-heal", rich_help_panel=TAKEOVER, show_default=True, help="When the supervisor dies or hangs, its keeper starts a replacement (hbwrap watch NAME) by itself: within 2 s of a death, --lease + 2 s of a hang; at most 3 per run."),
+    # output and files
+    name: Optional[str] = _opt(FILES, "--name", "NAME", "Job name, [A-Za-z0-9._-]{1,64}; the default is the same for the same command line, so a crontab line is always one job.", default="derived from the command line"),
+    state_dir: Optional[str] = _opt(FILES, "--state-dir", "DIR", STATE_DIR_HELP, STATE_DIR_DEFAULT),
     config: Optional[str] = CONFIG_OPTION,
-    if_running: Optional[str] = typer.Option(None, "--if-running", help="When a live supervisor already runs this job: skip (exit 0), fail (exit 75) or wait for it, then run. [default: skip]"),
-    lease: Optional[str] = typer.Option(None, "--lease", help="Renew the supervisor's lease at least every lease/3; a supervisor whose lease is older is hung and is taken over. [default: 30s]"),
-    self_heal: bool = typer.Option(True, "--self-heal/--no-self-heal", help="When the supervisor dies or hangs, its keeper starts a replacement (hbwrap watch NAME) by itself, within 2 s of a death and --lease + 2 s of a hang; at most 3 per run."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", rich_help_panel=FILES, help="Cron mode: no output unless the run fails, then all of it (capped) and the log's path."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", rich_help_panel=FILES, help="Say more on stderr (e.g. when an overlapping run is skipped)."),
+    pty: bool = typer.Option(False, "--pty", rich_help_panel=FILES, help="Run the command on a pseudo-terminal, so programs that buffer when not on a terminal stream their output."),
+    log_max_size: Optional[str] = _opt(FILES, "--log-max-size", "SIZE", "Rotate the job's output log beyond this size; one rotated file is kept.", default="50MB"),
 ) -> int:
     from hbwrap.configfile import run_settings
     from hbwrap.options import parse_if_running
@@ -117,12 +164,13 @@ def _state_dir(state_dir: Optional[str]):
     return StateDir(state_dir) if state_dir else StateDir(default_state_dir())
 
 
-STATE_DIR_OPTION = typer.Option(None, "--state-dir", help="Where job state lives (default $HBWRAP_STATE_DIR, $XDG_STATE_HOME/hbwrap, ~/.local/state/hbwrap).")
+STATE_DIR_OPTION = typer.Option(None, "--state-dir", metavar="DIR", help=f"Where job state lives. \\[default: {STATE_DIR_DEFAULT}]")
+JOB_ARGUMENT = typer.Argument(..., metavar="NAME", click_type=PLAIN, help="The job.")
 
 
-@app.command()
+@app.command(rich_help_panel="Inspect")
 def status(
-    name: Optional[str] = typer.Argument(None, help="Only this job."),
+    name: Optional[str] = typer.Argument(None, metavar="NAME", click_type=PLAIN, help="Only this job."),
     as_json: bool = typer.Option(False, "--json", help="A JSON array of objects (ISO 8601 UTC times)."),
     watch: bool = typer.Option(False, "--watch", "-w", help="Refresh the table every second until Ctrl-C (terminal only)."),
     state_dir: Optional[str] = STATE_DIR_OPTION,
@@ -143,12 +191,12 @@ def status(
     return 0
 
 
-@app.command()
+@app.command(rich_help_panel="Inspect")
 def events(
-    name: str = typer.Argument(..., help="The job."),
+    name: str = JOB_ARGUMENT,
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line, as stored."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new events until the job's run ends."),
-    lines: Optional[int] = typer.Option(None, "-n", "--lines", min=0, help="Only the last N events."),
+    lines: Optional[int] = typer.Option(None, "-n", "--lines", min=0, metavar="N", help="Only the last N events."),
     state_dir: Optional[str] = STATE_DIR_OPTION,
 ) -> int:
     """Show the job's event log (run_start, stall, kill, restart, ...).
@@ -164,11 +212,11 @@ def events(
     return 0
 
 
-@app.command()
+@app.command(rich_help_panel="Inspect")
 def logs(
-    name: str = typer.Argument(..., help="The job."),
+    name: str = JOB_ARGUMENT,
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new output until the job's run ends."),
-    lines: Optional[int] = typer.Option(None, "-n", "--lines", min=0, help="Only the last N lines."),
+    lines: Optional[int] = typer.Option(None, "-n", "--lines", min=0, metavar="N", help="Only the last N lines."),
     state_dir: Optional[str] = STATE_DIR_OPTION,
 ) -> int:
     """Show the job's stored output (stdout and stderr as they arrived).
@@ -184,9 +232,9 @@ def logs(
     return 0
 
 
-@app.command()
+@app.command(rich_help_panel="Supervise")
 def watch(
-    name: str = typer.Argument(..., help="The job."),
+    name: str = JOB_ARGUMENT,
     state_dir: Optional[str] = STATE_DIR_OPTION,
     by: str = typer.Option("watch", "--by", hidden=True, help="Who takes over (the keeper says 'keeper')."),
 ) -> int:
@@ -197,7 +245,7 @@ def watch(
     \b
     Examples:
       hbwrap watch reddit-3am
-      */5 * * * * hbwrap watch reddit-3am    # re-attach within 5 minutes of a watchdog failure
+      */5 * * * * hbwrap watch reddit-3am   # crontab: re-attach within 5 min
     """
     from hbwrap.takeover import watch_job
 
@@ -206,10 +254,10 @@ def watch(
     return watch_job(_state_dir(state_dir), name, by)
 
 
-@app.command()
+@app.command(rich_help_panel="Supervise")
 def stop(
-    name: str = typer.Argument(..., help="The job."),
-    timeout: Optional[str] = typer.Option(None, "--timeout", help="How long to wait for the job to stop. [default: its --grace + 15s]"),
+    name: str = JOB_ARGUMENT,
+    timeout: Optional[str] = typer.Option(None, "--timeout", metavar="DUR", help="How long to wait for the job to stop. \\[default: its --grace + 15s]"),
     state_dir: Optional[str] = STATE_DIR_OPTION,
 ) -> int:
     """Stop a job: its command group gets the kill signal, then SIGKILL after --grace; no restart follows.
@@ -231,7 +279,7 @@ def stop(
 
 config_app = typer.Typer(help="Show the effective settings of a job, or write a starter config file.",
                          no_args_is_help=True)
-app.add_typer(config_app, name="config")
+app.add_typer(config_app, name="config", rich_help_panel="Settings")
 
 
 @config_app.command("show", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -266,7 +314,7 @@ def config_show(
 
 @config_app.command("init")
 def config_init(
-    path: Optional[str] = typer.Argument(None, help="Where to write it [default: $HBWRAP_CONFIG, else $XDG_CONFIG_HOME/hbwrap/config.toml]."),
+    path: Optional[str] = typer.Argument(None, metavar="PATH", click_type=PLAIN, help="Where to write it. \\[default: $HBWRAP_CONFIG, else $XDG_CONFIG_HOME/hbwrap/config.toml]"),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
 ) -> int:
     """Write a starter config file with documented example jobs (never overwrites without --force).
@@ -286,9 +334,9 @@ def config_init(
     return 0
 
 
-@app.command()
+@app.command(rich_help_panel="Inspect")
 def metrics(
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="Write to FILE atomically (for node_exporter's textfile collector) instead of stdout."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", metavar="FILE", help="Write to FILE atomically (for node_exporter's textfile collector) instead of stdout."),
     state_dir: Optional[str] = STATE_DIR_OPTION,
 ) -> int:
     """All jobs in the Prometheus text format (metric names hbwrap_*, label job_name).
@@ -296,7 +344,7 @@ def metrics(
     \b
     Examples:
       hbwrap metrics
-      * * * * * hbwrap metrics --output /var/lib/node_exporter/textfile/hbwrap.prom
+      hbwrap metrics --output /var/lib/node_exporter/textfile/hbwrap.prom
     """
     from hbwrap import views
     from hbwrap.metrics import metrics_text, write_atomic
@@ -309,8 +357,8 @@ def metrics(
     return 0
 
 
-@app.command()
-def checkpoint(value: str = typer.Argument(..., help="The checkpoint value, e.g. page-42.")) -> int:
+@app.command(rich_help_panel="Inside a supervised command")
+def checkpoint(value: str = typer.Argument(..., metavar="VALUE", click_type=PLAIN, help="The checkpoint value, e.g. page-42.")) -> int:
     """Record progress from inside a supervised command (writes $HBWRAP_CHECKPOINT_FILE).
 
     \b
@@ -323,7 +371,7 @@ def checkpoint(value: str = typer.Argument(..., help="The checkpoint value, e.g.
     return 0
 
 
-@app.command()
+@app.command(rich_help_panel="Inside a supervised command")
 def beat() -> int:
     """Give a sign of life from inside a supervised command (touches $HBWRAP_HEARTBEAT_FILE).
 

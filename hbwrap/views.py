@@ -8,7 +8,7 @@ import time
 
 from hbwrap import procs
 from hbwrap.errors import StateError
-from hbwrap.jobstore import JobDir, StateDir, iter_events, open_job_file, parse_iso
+from hbwrap.jobstore import JobDir, StateDir, iso, iter_events, open_job_file, parse_iso
 from hbwrap.model import ACTIVE_STATUSES, Status
 from hbwrap.output import LogFollower, log_position, tail_bytes
 
@@ -33,7 +33,9 @@ def effective_status(state: dict) -> str:
     return status
 
 
-def job_row(job: JobDir) -> dict:
+def job_row(job: JobDir, now: float | None = None) -> dict:
+    """The job's status row (SPEC §4 keys and a few more): its record, corrected by what is true now."""
+    now = time.time() if now is None else now
     try:
         job.check()
         state = job.read_state()
@@ -53,7 +55,111 @@ def job_row(job: JobDir) -> dict:
         row[key] = state.get(key)
     if row["status"] not in {s.value for s in ACTIVE_STATUSES}:
         row["next_deadline_at"] = row["next_deadline"] = None
+    if row["status"] in UNFINISHED:
+        _newer_than_record(job, state, row)
+    deadline_at = parse_iso(row.get("next_deadline_at"))
+    row["next_deadline_overdue"] = deadline_at is not None and deadline_at < now
     return row
+
+
+# A run still going on by its record: only then can other files know more than the record does.
+UNFINISHED = {s.value for s in ACTIVE_STATUSES} | {Status.ORPHANED.value}
+
+
+def _mtime(path) -> float | None:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return None
+
+
+def _log_written_at(job: JobDir) -> float | None:
+    """When the command last wrote output: the keeper appends every byte to output.log as it arrives.
+
+    output.idx needs no look of its own: its lines are written just before the bytes they describe.
+    A log still empty (just created for a first attempt) tells nothing.
+    """
+    try:
+        st = os.stat(job.log_file)
+    except OSError:
+        return None
+    return st.st_mtime if st.st_size > 0 else None
+
+
+def _newer_than_record(job: JobDir, state: dict, row: dict) -> None:
+    """Correct `row` where the keeper's record or the output log is newer than the supervisor's record.
+
+    The supervisor writes state.json when it acts (and at least every lease/3 while it lives); a dead or
+    hung one (orphaned, being replaced) writes nothing, and even a live one lags behind by up to a second.
+    The keeper writes keeper.json at the start and end of each attempt, and the output log grows as the
+    command prints, whoever reads it. Nothing here is signalled or
+    trusted beyond display: pids are shown only when /proc confirms them.
+    """
+    updated_at = parse_iso(state.get("updated_at")) or _mtime(job.state_file) or 0.0
+    try:
+        keeper = job.read_keeper()
+    except StateError:
+        keeper = None
+    if keeper and keeper.get("run_id") == state.get("run_id") and isinstance(keeper.get("attempt"), int):
+        _apply_keeper(job, state, row, keeper, updated_at)
+    written_at = _log_written_at(job)
+    recorded = parse_iso(row.get("last_output_at"))
+    if written_at is not None and written_at > updated_at and (recorded is None or written_at > recorded):
+        row["last_output_at"] = iso(written_at)
+        if row.get("next_deadline") == "response":
+            _move_response_deadline(state, row, written_at)
+
+
+def _apply_keeper(job: JobDir, state: dict, row: dict, keeper: dict, updated_at: float) -> None:
+    recorded_attempt = int(state.get("attempt") or 0)
+    attempt = keeper["attempt"]
+    if attempt < recorded_attempt:
+        return  # the record is about a newer attempt whose keeper has not written yet
+    newer_attempt = attempt > recorded_attempt
+    if not newer_attempt and (_mtime(job.keeper_file) or 0.0) <= updated_at:
+        return  # the supervisor wrote after the keeper did: it knew all this
+    if newer_attempt:
+        row["attempt"] = attempt
+        row["restarts"] = max(int(state.get("restarts") or 0), attempt - 1)
+        if row.get("next_deadline") == "restart":  # the restart it announced has happened
+            row["next_deadline"] = row["next_deadline_at"] = None
+    child_ok = procs.is_command(keeper.get("child_pid"), keeper.get("child_start"), str(state.get("run_id")))
+    row["child_pid"] = keeper.get("child_pid") if child_ok else None
+    if child_ok and row["status"] in (Status.STARTING.value, Status.BACKOFF.value):
+        row["status"] = Status.RUNNING.value
+    for src, dst in (("exit_code", "child_exit_code"), ("exit_signal", "child_exit_signal")):
+        if keeper.get(src) is not None:
+            row[dst] = keeper[src]
+    ended = keeper.get("exited_at") or keeper.get("ended_at")
+    if isinstance(ended, (int, float)) and not child_ok:
+        row["child_ended_at"] = iso(ended)
+
+
+def _move_response_deadline(state: dict, row: dict, life_at: float) -> None:
+    """The recorded nearest deadline was the response one, and the command has shown life since.
+
+    The response deadline moves to (latest life + --response-timeout); the nearest deadline is then the
+    earliest of it and the other deadlines the record allows to compute. Where the record lacks the
+    figures, the deadline is left out rather than shown wrong.
+    """
+    opts = state.get("options") if isinstance(state.get("options"), dict) else {}
+    response_s = opts.get("response_timeout_s")
+    if not isinstance(response_s, (int, float)):
+        row["next_deadline"] = row["next_deadline_at"] = None
+        return
+    attempt_at = parse_iso(state.get("attempt_started_at"))
+    grace_s = opts.get("start_grace_s") or 0.0
+    floor = attempt_at + grace_s if attempt_at is not None else 0.0
+    candidates = [(max(life_at, floor) + response_s, "response")]
+    progress_at = parse_iso(state.get("last_progress_at")) or attempt_at
+    for kind, base, limit in (("timeout", attempt_at, opts.get("timeout_s")),
+                              ("deadline", parse_iso(state.get("started_at")), opts.get("deadline_s")),
+                              ("progress", max(progress_at, floor) if progress_at is not None else None,
+                               opts.get("progress_timeout_s"))):
+        if base is not None and isinstance(limit, (int, float)) and limit > 0:
+            candidates.append((base + limit, kind))
+    at, kind = min(candidates)
+    row["next_deadline_at"], row["next_deadline"] = iso(at), kind
 
 
 def status_rows(state_dir: StateDir, name: str | None) -> list[dict]:
@@ -95,10 +201,13 @@ def _span(seconds: float) -> str:
 
 
 def _until(ts: str | None, kind: str | None, now: float) -> str:
+    """`response in 20s`, or `restart overdue 3s` for one already past (nobody acted on it yet)."""
     t = parse_iso(ts)
     if t is None:
         return "-"
-    return f"{kind or ''} in {_span(max(0.0, t - now))}".strip()
+    if t < now:
+        return f"{kind or 'deadline'} overdue {_span(now - t)}"
+    return f"{kind or ''} in {_span(t - now)}".strip()
 
 
 STATUS_ORDER = {"running": 0, "starting": 0, "backoff": 1, "orphaned": 2, "escalated": 3, "failed": 4,
