@@ -362,7 +362,7 @@ def test_refused_connection_is_retried_then_recorded(h):
     alerter.notify(ev("run_start"))
     (rec,) = h.wait_records(1)
     assert rec["channel"] == "ping" and rec["tries"] == 3 and "connection refused" in rec["reason"]
-    assert rec["target"].startswith(f"http://127.0.0.1:") and rec["target"].endswith("/ping/***/start?rid=***")
+    assert rec["target"].startswith("http://127.0.0.1:") and rec["target"].endswith("/ping/***/start?rid=***")
     assert HC_UUID not in json.dumps(rec)
 
 

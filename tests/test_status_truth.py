@@ -33,7 +33,7 @@ def prom_value(text, family, job):
 def test_orphan_that_keeps_printing_shows_its_output_moving_forward(hb):
     """The supervisor is SIGKILLed (nothing restarts it in this branch); the command goes on printing."""
     pidfile = hb.path("pid")
-    first = hb.start("run", "--name", "orph", "--", *hb.agent("pidfile:" + pidfile, "loop:0.1"))
+    first = hb.start("run", "--name", "orph", "--no-self-heal", "--", *hb.agent("pidfile:" + pidfile, "loop:0.1"))
     read_pid(pidfile)
     hb.wait_event("orph", "attempt_start")
     log = hb.job_dir("orph") / "output.log"
@@ -62,7 +62,7 @@ def test_orphan_that_keeps_printing_shows_its_output_moving_forward(hb):
 
 def test_orphan_in_backoff_shows_no_restart_ahead(hb):
     """Supervisor SIGKILLed while it waits to restart: the restart time passes and nobody restarts."""
-    first = hb.start("run", "--name", "bk", "--restart", "on-failure", "--backoff", "1s", "--",
+    first = hb.start("run", "--name", "bk", "--no-self-heal", "--restart", "on-failure", "--backoff", "1s", "--",
                      *hb.agent("print:failing", "exit:3"))
     hb.wait_event("bk", "restart")
     wait_until(lambda: hb.state("bk").get("status") == "backoff", what="state backoff")
