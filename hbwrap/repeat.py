@@ -35,6 +35,7 @@ from operator import add
 KEY_PREFIX_BYTES = 1024        # longer lines are compared on this prefix + CRC and length of the rest
 LINE_MAX_BYTES = 64 * 1024     # an unterminated line is cut into a line after this many bytes
 _CACHE_FACTOR = 2              # mask cache entries kept, in windows
+_BATCH_MASKS = 64              # more keys than this to mask: mask the whole chunk in one pass instead
 
 _PREMASK = bytes.maketrans(b"0123456789\r", b"0000000000\n")
 _HEX_TO_ZERO = bytes.maketrans(b"abcdefABCDEF", b"000000000000")
@@ -200,11 +201,11 @@ class RepeatDetector:
         key = self._partial.finish()
         return self._take([key], now) if key is not None else False
 
-    def _take(self, keys: list[bytes], now: float) -> bool:
+    def _take(self, keys: list[bytes], now: float, body: bytes | None = None) -> bool:
         if not keys:
             return False
-        new = self._any_new(keys)
-        self._push(keys)
+        new, masks = self._any_new(keys, body)
+        self._push(keys, masks)
         self._note(len(keys), new, now)
         return new
 
@@ -227,7 +228,7 @@ class RepeatDetector:
             if line_end == 0:
                 return False
             key = _key(body[:line_end])
-            new = self._any_new([key])
+            new = self._any_new([key])[0]
             self._push_repeated(key, repeats)
             self._note(repeats, new, now)
             return new
@@ -237,8 +238,8 @@ class RepeatDetector:
         if not lines:
             return False
         if len(body) > KEY_PREFIX_BYTES and max(map(len, lines)) > KEY_PREFIX_BYTES:
-            lines = self._long_lines(lines)
-        return self._take(lines, now)
+            return self._take(self._long_lines(lines), now)
+        return self._take(lines, now, body)
 
     @staticmethod
     def _long_lines(lines: list[bytes]) -> list[bytes]:
@@ -255,27 +256,34 @@ class RepeatDetector:
         return keys
 
     # --- deciding ----------------------------------------------------------------------------------
-    def _any_new(self, keys: list[bytes]) -> bool:
+    def _any_new(self, keys: list[bytes], body: bytes | None = None) -> tuple[bool, list[bytes] | None]:
+        """(does any key make a new line, the exact masks of all `keys` if they had to be computed)
+
+        `body`, when given, is the text the keys were split from (same lines, in order, plus empty ones),
+        so that many masks can be computed in one pass over it.
+        """
         counts = self._counts
-        for key in keys[:4]:  # progressing output usually shows itself in the first line
+        if not counts:
+            return True, None
+        for key in keys[:4]:  # progressing output usually shows itself in the first lines
             if key not in counts:
-                return self._news([key]) or self._any_new_rest(keys)
-        return self._any_new_rest(keys)
+                if self._coarse_new([key]):
+                    return True, None
+                break
+        misses = list(set(keys).difference(counts))
+        if not misses:
+            return False, None
+        if self._coarse_new(misses):
+            return True, None
+        window = self._mask_counts()
+        if body is not None and len(misses) > _BATCH_MASKS:
+            masks = list(filter(None, _mask_joined(body).split(b"\n")))  # non-empty lines stay non-empty
+            return not window.keys() >= set(masks), masks
+        return not window.keys() >= set(self._masks_for(misses)), None
 
-    def _any_new_rest(self, keys: list[bytes]) -> bool:
-        counts = self._counts
-        misses = [k for k in set(keys) if k not in counts]
-        return bool(misses) and self._news(misses)
-
-    def _news(self, misses: list[bytes]) -> bool:
-        """Is any of these keys (none of them in the window) a new line, i.e. unlike every window line?"""
-        if not self._counts:
-            return True
-        coarse = self._coarse_counts()
-        if any(c not in coarse for c in _coarse_keys(misses)):
-            return True
-        masks = self._mask_counts()
-        return any(m not in masks for m in self._masks_for(misses))
+    def _coarse_new(self, misses: list[bytes]) -> bool:
+        """A coarse form the window lacks proves a new line (equal masks imply equal coarse forms)."""
+        return not self._coarse_counts().keys() >= set(_coarse_keys(misses))
 
     def _coarse_counts(self) -> dict[bytes, int]:
         if self._coarse is None:
@@ -299,9 +307,9 @@ class RepeatDetector:
         return [cache[k] for k in keys]
 
     # --- the window --------------------------------------------------------------------------------
-    def _push(self, keys: list[bytes]) -> None:
+    def _push(self, keys: list[bytes], masks: list[bytes] | None = None) -> None:
         if len(keys) >= self.window_lines:
-            self._rebuild(keys[-self.window_lines:])
+            self._rebuild(keys[-self.window_lines:], masks[-self.window_lines:] if masks is not None else None)
             return
         overflow = len(self._keys) + len(keys) - self.window_lines
         leaving = [self._keys.popleft() for _ in range(overflow)] if overflow > 0 else []
@@ -311,7 +319,7 @@ class RepeatDetector:
         if self._coarse is not None:
             _shift(self._coarse, _coarse_keys(keys), _coarse_keys(leaving) if leaving else [])
         if self._masks is not None:
-            entering = self._masks_for(keys)
+            entering = masks if masks is not None else self._masks_for(keys)
             _shift(self._masks, entering, self._masks_for(leaving) if leaving else [])
 
     def _push_repeated(self, key: bytes, times: int) -> None:
@@ -320,22 +328,25 @@ class RepeatDetector:
         else:
             self._push([key] * times)
 
-    def _rebuild(self, keys: list[bytes]) -> None:
+    def _rebuild(self, keys: list[bytes], masks: list[bytes] | None = None) -> None:
         self._keys = deque(keys)
         self._counts = dict(Counter(keys))
         self._coarse = None
-        self._masks = None
+        self._masks = dict(Counter(masks)) if masks is not None else None
 
 
 def bench_feed(text: bytes, total_bytes: int = 256 * 1024 * 1024, chunk_bytes: int = 256 * 1024) -> float:
-    """MB/s of `RepeatDetector.feed` over `text` repeated in chunks of `chunk_bytes` (for scripts/bench)."""
+    """MB per CPU second of `RepeatDetector.feed` over `text` repeated in chunks of `chunk_bytes`.
+
+    CPU time, not wall time, so that other load on the machine does not show up as slowness.
+    """
     chunks = [text[i:i + chunk_bytes] for i in range(0, len(text), chunk_bytes)] or [b""]
     detector = RepeatDetector()
     fed, now = 0, 0.0
-    started = time.perf_counter()
+    started = time.process_time()
     while fed < total_bytes:
         for chunk in chunks:
             detector.feed(chunk, now)
             fed += len(chunk)
             now += 0.001
-    return fed / (time.perf_counter() - started) / 1e6
+    return fed / max(1e-9, time.process_time() - started) / 1e6

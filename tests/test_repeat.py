@@ -177,3 +177,21 @@ def test_line_by_line_feeding_matches_the_reference_definition():
             expect_new = mask_line(line) not in ref
             ref.append(mask_line(line))
             assert det.feed(line + b"\n", float(t)) == expect_new, (window, t, line)
+
+
+def test_big_chunks_needing_exact_masks_for_many_lines():
+    """Many keys the window lacks whose coarse forms it has: the whole chunk is masked in one pass."""
+    def loop(n, odd=None):
+        lines = [b"retry %d failed: 429 id=%s" % (i * 7919, os.urandom(4 + i % 5).hex().encode()) for i in range(n)]
+        if odd is not None:
+            lines[odd] = b"retry 5 failed: 429 id=abc"  # same coarse form, another mask (a short hex word stays)
+        return b"".join(line + b"\n" for line in lines)
+
+    det = RepeatDetector(window_lines=1000)
+    assert det.feed(b"retry 1 failed: 429 id=0011223344556677\n", 1.0)
+    assert not det.feed(loop(500), 2.0)
+    assert not det.feed(loop(1500), 3.0)   # also when the chunk replaces the whole window
+    assert not det.feed(loop(300), 4.0)
+    assert det.feed(loop(400, odd=250), 5.0)
+    assert not det.feed(loop(200), 6.0)
+    assert det.last_new_at == 5.0
