@@ -50,7 +50,10 @@ def mask_text(text: str, secrets=()) -> str:
     """One argument (or any text) with credentials in URLs and the values of secret-named things masked."""
     for secret in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
         text = text.replace(secret, MASK)
-    text = _URL_CREDENTIALS.sub(r"\1" + MASK + "@", text)
+    if "@" in text:
+        text = _URL_CREDENTIALS.sub(r"\1" + MASK + "@", text)
+    if not _SECRET_WORD.search(text):  # every other rule needs a secret-named thing
+        return text
     text = _sub_if_secret(_ASSIGNMENT, text, 1, 2)
     text = _sub_if_secret(_JSON_PAIR, text, 1, 2)
     text = _sub_if_secret(_HEADER, text, 1, 3)

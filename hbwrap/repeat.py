@@ -324,7 +324,8 @@ class RepeatDetector:
 
     def _push_repeated(self, key: bytes, times: int) -> None:
         if times >= self.window_lines:
-            self._rebuild([key] * self.window_lines)
+            if self._counts.get(key) != self.window_lines:  # else the window is that line already
+                self._rebuild([key] * self.window_lines)
         else:
             self._push([key] * times)
 
