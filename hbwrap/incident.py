@@ -133,8 +133,8 @@ def _cpu_share(pid: int, st: procs.ProcStat, baseline: dict | None, now_mono: fl
     if baseline:
         then = (baseline.get("procs") or {}).get(pid)
         window_s = now_mono - float(baseline.get("mono", now_mono))
-        if then is not None and then.start == st.start and window_s > 0:
-            return max(0, cpu_ticks - then.cpu_ticks) / procs.CLK_TCK / window_s, window_s
+        if then is not None and then[0] == st.start and window_s > 0:  # (start, cpu_ticks, ...)
+            return max(0, cpu_ticks - then[1]) / procs.CLK_TCK / window_s, window_s
     if age_s <= 0:
         return 0.0, 0.0
     return cpu_ticks / procs.CLK_TCK / age_s, age_s
@@ -198,8 +198,11 @@ def snapshot(root_pids, *, cpu_baseline: dict | None = None, now_mono: float, no
     reads: dict[int, dict] = {}
     for pid in pids:
         r = {"wchan": _read(f"/proc/{pid}/wchan"), "cmdline": _read(f"/proc/{pid}/cmdline"),
-             "io": procs.read_io(pid), "inodes": _socket_inodes(pid)}
-        r["gone"] = r["cmdline"] is None and procs.read_stat(pid) is None
+             "io": procs.read_io(pid), "inodes": _socket_inodes(pid), "gone": False}
+        after = procs.read_stat(pid)
+        if after is None or after.start != table[pid].start:
+            # exited while being read (or its pid already reused): what was read may not be its own
+            r = {"wchan": None, "cmdline": None, "io": None, "inodes": None, "gone": True}
         reads[pid] = r
     ctx = {"boot_now": time.clock_gettime(time.CLOCK_BOOTTIME), "now_mono": now_mono, "baseline": cpu_baseline,
            "secrets": tuple(secrets), "keeper_pid": keeper_pid,

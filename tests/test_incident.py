@@ -307,3 +307,18 @@ def test_a_process_that_exits_between_the_table_and_its_details_is_marked_gone(b
     assert result[doomed.pid]["gone"] is True and result[doomed.pid]["sockets"] == []
     assert result[doomed.pid]["argv"] == [f"[{table[doomed.pid].comm}]"]
     assert result[parent.pid]["gone"] is False
+
+
+def test_a_stored_incident_renders_like_the_fresh_one_and_d_state_reads_as_disk_sleep(busy, tmp_path):
+    from hbwrap.incident import process_line
+    server = busy.start("pair", tmp_path / "port")
+    inc = incident_for(snap([server.pid]))
+    (tmp_path / "job").mkdir()
+    store = IncidentStore(tmp_path / "job")
+    incident_id = store.save(inc)
+    assert render_text(store.load(incident_id)) == render_text(inc)
+    assert render_text(inc).startswith(f"incident {incident_id}: ")
+    stuck = process_line(fake_proc(77, depth=2, state="D", state_word="disk sleep", wchan="nfs_wait_on_request",
+                                   sockets_by_state={"tcp CLOSE_WAIT": 2}))
+    assert stuck.startswith("    77 D disk sleep  wchan nfs_wait_on_request  cpu 12.3%  rss 2.0 MB  age 1m05s")
+    assert "sockets tcp CLOSE_WAIT:2  p77 --x" in stuck
