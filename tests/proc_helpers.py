@@ -38,6 +38,19 @@ class Busy:
                 return
         raise AssertionError(f"{proc.args[2:4]} did not print READY within {timeout}s (exit {proc.poll()})")
 
+    @staticmethod
+    def wait_sleeping(pid: int, timeout: float = 10.0) -> None:
+        """Until `pid` sleeps (state S): from then on its CPU counters stay put until something wakes it."""
+        end = time.monotonic() + timeout
+        state = "?"
+        while time.monotonic() < end:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+            if state == "S":
+                return
+            time.sleep(0.005)
+        raise AssertionError(f"process {pid} did not go to sleep within {timeout}s (state {state})")
+
     def cleanup(self) -> None:
         for proc in self.procs:
             try:

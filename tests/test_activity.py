@@ -104,6 +104,7 @@ def test_a_cpu_burners_sample_grows(busy):
 
 def test_a_sleeping_process_does_not_grow(busy):
     sleeper = busy.start("idle")
+    busy.wait_sleeping(sleeper.pid)
     first = sample_tree([sleeper.pid])
     time.sleep(0.5)  # the measurement window itself, not a synchronisation
     later = sample_tree([sleeper.pid])

@@ -84,6 +84,7 @@ def test_states_running_stopped_zombie_and_wait_channels(busy):
 
 def test_cpu_share_since_the_baseline_and_over_the_lifetime(busy):
     burner, sleeper = busy.start("burn"), busy.start("idle")
+    busy.wait_sleeping(sleeper.pid)
     baseline = sample_tree([burner.pid, sleeper.pid])
     wait_until(lambda: sample_tree([burner.pid])["cpu_s"] >= baseline["cpu_s"] + 0.1, what="0.1 s of CPU")
     now = time.monotonic()
