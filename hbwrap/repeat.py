@@ -6,8 +6,8 @@ and `retry 18 failed: 503 id=9bc12d0e` are the same line. Lines end at `\\n` or 
 and CRLF count once); empty lines are neither new nor counted.
 
 The detector sees every byte of output, so it works on whole chunks with C-level operations
-(`bytes.translate`, `split`, `count`, set and Counter construction) and never runs Python code per line
-on the common paths:
+(`bytes.translate`, `split`, comparisons, set and Counter construction) and runs no Python code per
+line on large chunks (small ones update the window line by line, which is cheap at their rate):
 
 * digits are first translated to `0` over the whole chunk (the *key* of a line). Equal keys mean equal
   masked lines, so output that repeats with numbers of the same width (the usual loop, and the
@@ -16,7 +16,8 @@ on the common paths:
 * a key not in the window is first compared by its *coarse* form (every hex-class byte deleted): lines
   with equal masks always have equal coarse forms, so a coarse form the window lacks proves a new line.
   That settles ordinary progressing output (new words) cheaply.
-* only when the coarse form matches is the exact mask computed (numbers of another width, hex ids).
+* only when the coarse form matches is the exact mask computed (numbers of another width, hex ids),
+  for many lines in one pass over the chunk.
 
 Approximations, all bounded: within one chunk a line is compared with the window and with the chunk's
 other lines (not only the 1,000 before it); lines longer than 1 KiB are compared on their first KiB

@@ -1,9 +1,7 @@
 """--activity: the pure decision over made-up samples, and real processes' samples (burner, sleeper, writer)."""
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 
 import pytest
