@@ -4,6 +4,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+from typing import NamedTuple
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -225,3 +226,103 @@ def original_environ() -> dict[str, str]:
         if sep and key:
             env[os.fsdecode(key)] = os.fsdecode(value)
     return env
+
+
+# --- process tables and trees (incidents, --activity) ----------------------------------------------
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+class ProcStat(NamedTuple):
+    """The fields of /proc/PID/stat that hbwrap uses (times in clock ticks, rss in pages)."""
+
+    pid: int
+    comm: str
+    state: str
+    ppid: int
+    pgid: int
+    sid: int
+    utime: int
+    stime: int
+    cutime: int
+    cstime: int
+    threads: int
+    start: int
+    rss_pages: int
+
+
+def parse_stat(pid: int, data: bytes) -> ProcStat | None:
+    try:
+        close = data.rindex(b")")
+        comm = data[data.index(b"(") + 1:close].decode("utf-8", "replace")
+        f = data[close + 2:].split()
+        return ProcStat(pid, comm, f[0].decode("ascii", "replace"), int(f[1]), int(f[2]), int(f[3]),
+                        int(f[11]), int(f[12]), int(f[13]), int(f[14]), int(f[17]), int(f[19]), int(f[21]))
+    except (ValueError, IndexError):
+        return None
+
+
+def read_stat(pid: int) -> ProcStat | None:
+    """/proc/PID/stat parsed (zombies included), None if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return parse_stat(pid, f.read())
+    except OSError:
+        return None
+
+
+def proc_table() -> dict[int, ProcStat]:
+    """Every process on the system, from one pass over /proc (processes that exit meanwhile are left out)."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            st = read_stat(int(entry))
+            if st is not None:
+                table[st.pid] = st
+    return table
+
+
+def tree_pids(root_pids, table: dict[int, ProcStat]) -> list[int]:
+    """The processes of the tree under `root_pids`, parents before children (siblings by pid).
+
+    Members: each root, every process whose process group id is a root (the command's group, also after
+    its leader exited), and every descendant of those. Roots <= 1 are ignored (never init's tree), as are
+    roots not in `table`, except as process group ids.
+    """
+    roots = {int(r) for r in root_pids if r and int(r) > 1}
+    children: dict[int, list[int]] = {}
+    for st in table.values():
+        children.setdefault(st.ppid, []).append(st.pid)
+    members: set[int] = set()
+    stack = [pid for pid in table if pid in roots or table[pid].pgid in roots]
+    while stack:
+        pid = stack.pop()
+        if pid not in members:
+            members.add(pid)
+            stack.extend(children.get(pid, ()))
+    ordered: list[int] = []
+    for top in sorted(pid for pid in members if table[pid].ppid not in members):
+        stack = [top]
+        while stack:
+            pid = stack.pop()
+            ordered.append(pid)
+            stack.extend(sorted((c for c in children.get(pid, ()) if c in members), reverse=True))
+    return ordered
+
+
+def read_io(pid: int) -> tuple[int, int] | None:
+    """(rchar, wchar) of /proc/PID/io: bytes passed to read()/write() and friends, own and reaped children's."""
+    try:
+        with open(f"/proc/{pid}/io", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    rchar = wchar = None
+    for line in data.split(b"\n", 2)[:2]:
+        key, _, value = line.partition(b":")
+        if key == b"rchar":
+            rchar = int(value)
+        elif key == b"wchar":
+            wchar = int(value)
+    return None if rchar is None or wchar is None else (rchar, wchar)
