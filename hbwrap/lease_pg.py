@@ -22,8 +22,8 @@ parameter before connecting), else in the first existing schema of the connectio
 (`?options=-csearch_path%3DNAME` works too). A table of that name whose columns are not ours is refused
 (`LeaseSchemaError`) before anything is written.
 
-Connections: autocommit, no prepared statements (PgBouncer in transaction mode), connect_timeout
-max(2 s, timeout_s), TCP keepalives after 5 s idle then every 2 s (a dead idle connection is noticed within
+Connections: autocommit, no prepared statements (PgBouncer in transaction mode), connect_timeout = what
+is left of the operation's budget in whole seconds, at least 2 (libpq's floor), TCP keepalives after 5 s idle then every 2 s (a dead idle connection is noticed within
 9 s), tcp_user_timeout 5 s (unacknowledged data), statement_timeout = timeout_s on the server, and on the
 client every operation is cut off after `timeout_s` (default 5 s; `lease_rules.op_timeout_s(lease)`) by
 shutting its socket down, which also covers a server or proxy that accepts bytes and never answers.
@@ -34,31 +34,27 @@ from __future__ import annotations
 
 import math
 import os
-import re
-import secrets
 import socket
 import threading
 import time
 from dataclasses import dataclass
-from urllib.parse import unquote
 
-from hbwrap.errors import HbwrapError, UsageError
+from hbwrap.errors import LeaseSchemaError, LeaseStoreError, LeaseUnreachable
+from hbwrap.lease_url import LeaseUrl, default_host, mask_lease_url, need_psycopg, new_holder_id, parse_lease_url
 
-try:
-    import psycopg
-    from psycopg import errors as pg_errors
-    from psycopg import sql
-except ImportError:  # pragma: no cover - exercised by the CLI when the extra is missing
-    psycopg = None
+psycopg = need_psycopg()  # without the extra: one `hbwrap: ... pip install 'hbwrap[postgres]'` line, exit 125
+from psycopg import errors as pg_errors  # noqa: E402
+from psycopg import sql  # noqa: E402
+
+__all__ = ["Acquired", "Busy", "LeaseRow", "LeaseSchemaError", "LeaseStore", "LeaseStoreError",
+           "LeaseUnreachable", "LeaseUrl", "Lost", "default_host", "mask_lease_url", "new_holder_id",
+           "parse_lease_url"]
 
 TABLE = "hbwrap_leases"
 DEFAULT_TIMEOUT_S = 5.0
 MIN_CONNECT_TIMEOUT_S = 2  # libpq and psycopg take whole seconds, at least 2
 KEEPALIVE = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2,
              "tcp_user_timeout": 5000}
-SCHEMA_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-SECRET_KEY_RE = re.compile(r"pass|secret|token|key", re.IGNORECASE)
-MASK = "***"
 ACQUIRE_RACE_RETRIES = 3
 CREATE_RACE_RETRIES = 3  # the schema, then the table, may each be created by another hbwrap meanwhile
 
@@ -167,116 +163,6 @@ RELEASE_SETS = (f"status = %(status)s::text, released_at = coalesce(released_at,
                 f"expires_at = least(expires_at, now()), {SET_CHECKPOINT}, {SET_ATTEMPT}")
 
 FLEET = f"SELECT {_row_columns('t')}, extract(epoch FROM now())::float8 FROM {{t}} AS t {{where}} ORDER BY t.job"
-
-
-# --- errors -----------------------------------------------------------------------------------------
-
-class LeaseStoreError(HbwrapError):
-    """The lease store cannot be used (unreachable, refused, not ours): exit 125, one masked line."""
-
-
-class LeaseUnreachable(LeaseStoreError):
-    """No connection, or no answer in time: the state of the lease is unknown (retry, or stop in time)."""
-
-
-class LeaseSchemaError(LeaseStoreError):
-    """A table of our name that is not ours (or no usable schema): nothing was written."""
-
-
-# --- the URL ----------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class LeaseUrl:
-    """A checked lease URL: what libpq gets, the schema asked for, the masked form, the secrets in it."""
-
-    conninfo: str
-    schema: str | None
-    masked: str
-    secrets: tuple[str, ...]
-
-    def scrub(self, text: str) -> str:
-        """`text` with every secret of the URL replaced by ***, on one line."""
-        for secret in self.secrets:
-            text = text.replace(secret, MASK)
-        lines = [ln.strip() for ln in str(text).splitlines()]
-        lines = [ln for ln in lines if ln and not ln.startswith("Is the server running")]
-        return re.sub(r"\s+", " ", "; ".join(lines))[:400]
-
-
-def _split_url(url: str) -> tuple[str, str, str, str]:
-    """scheme, netloc, path, query of a libpq URL (which may list several host:port pairs)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return "", "", "", ""
-    rest, _, _fragment = rest.partition("#")
-    rest, _, query = rest.partition("?")
-    netloc, slash, path = rest.partition("/")
-    return scheme, netloc, slash + path, query
-
-
-def parse_lease_url(url: str, option: str = "--lease-url") -> LeaseUrl:
-    """Check `url` (exit 2 naming `option` when it cannot be a PostgreSQL URL) and take hbwrap_schema out."""
-    url = str(url).strip()
-    scheme, netloc, path, query = _split_url(url)
-    if scheme.lower() not in ("postgresql", "postgres"):
-        raise UsageError(f"{option}: expected a postgresql:// URL")
-    found: list[str] = []
-    userinfo, at, hosts = netloc.rpartition("@")
-    shown_netloc = netloc
-    if at:
-        user, colon, password = userinfo.partition(":")
-        found += [userinfo, password, unquote(password)] if colon else []
-        shown_netloc = f"{user}:{MASK}@{hosts}" if colon else netloc
-    kept, shown, schema = [], [], None
-    for item in (p for p in query.split("&") if p):
-        key, eq, value = item.partition("=")
-        if key == "hbwrap_schema":
-            schema = unquote(value)
-            if not SCHEMA_RE.fullmatch(schema):
-                raise UsageError(f"{option}: hbwrap_schema must be a plain SQL name ([A-Za-z_][A-Za-z0-9_]*, "
-                                 f"at most 63 characters)")
-            shown.append(item)
-            continue
-        kept.append(item)
-        if eq and SECRET_KEY_RE.search(key):
-            found += [value, unquote(value)]
-            shown.append(f"{key}={MASK}")
-        else:
-            shown.append(item)
-    conninfo = f"{scheme}://{netloc}{path}" + ("?" + "&".join(kept) if kept else "")
-    masked = f"{scheme}://{shown_netloc}{path}" + ("?" + "&".join(shown) if shown else "")
-    found += [url, conninfo]
-    parsed = LeaseUrl(conninfo, schema, masked,
-                      tuple(sorted({s for s in found if s}, key=len, reverse=True)))
-    _need_psycopg()
-    try:
-        psycopg.conninfo.conninfo_to_dict(conninfo)
-    except psycopg.Error as exc:
-        raise UsageError(f"{option}: {parsed.scrub(str(exc))} (in {masked})") from None
-    return parsed
-
-
-def mask_lease_url(url: str) -> str:
-    """The URL with its password and secret parameters replaced by ***; never raises."""
-    try:
-        return parse_lease_url(url).masked
-    except HbwrapError:
-        scheme, netloc, _path, _query = _split_url(str(url))
-        return f"{scheme}://{MASK}" if scheme else MASK
-
-
-def _need_psycopg() -> None:
-    if psycopg is None:
-        raise LeaseStoreError("--lease-url needs psycopg 3: pip install 'hbwrap[postgres]'")
-
-
-def default_host() -> str:
-    return socket.gethostname()
-
-
-def new_holder_id(host: str) -> str:
-    """A holder id unique to this process and this start: host, pid and a random token."""
-    return f"{host}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 # --- results ----------------------------------------------------------------------------------------
@@ -413,7 +299,6 @@ class LeaseStore:
     """The lease rows in one PostgreSQL database: one connection, operations serialised, each bounded."""
 
     def __init__(self, url: str | LeaseUrl, *, timeout_s: float = DEFAULT_TIMEOUT_S):
-        _need_psycopg()
         self.url = url if isinstance(url, LeaseUrl) else parse_lease_url(url)
         self.timeout_s = float(timeout_s)
         self.table: str | None = None      # "schema"."hbwrap_leases" once checked
@@ -611,7 +496,7 @@ class LeaseStore:
             return LeaseUnreachable(f"{where}: no answer within {self.timeout_s:g}s")
         detail = self.url.scrub(str(exc)) or type(exc).__name__
         if connecting:
-            return LeaseUnreachable(f"{where}: cannot connect: {detail}")
+            return LeaseUnreachable(f"{where}: cannot connect: {detail.removeprefix('connection failed: ')}")
         if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
             return LeaseUnreachable(f"{where}: {detail}")
         return LeaseStoreError(f"{where}: {detail}")

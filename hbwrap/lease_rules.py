@@ -74,12 +74,11 @@ def valid_until(sent_at: float, valid_for_s: float) -> float:
 
 
 def renew_due_at(last_ok_sent_at: float, lease_s: float, last_failed_at: float | None = None) -> float:
-    """When the next renewal should be sent: lease/3 after the last success was sent, or a retry
-    interval after the last failure ended, whichever is earlier once a failure has happened."""
-    due = last_ok_sent_at + renew_interval_s(lease_s)
+    """When the next renewal should be sent: lease/3 after the last success was sent, or, when a try
+    failed since then, a retry interval after that failure ended."""
     if last_failed_at is not None and last_failed_at >= last_ok_sent_at:
-        due = min(due, last_failed_at + retry_interval_s(lease_s))
-    return due
+        return last_failed_at + retry_interval_s(lease_s)
+    return last_ok_sent_at + renew_interval_s(lease_s)
 
 
 def must_stop_at(last_valid_until: float, lease_s: float) -> float:

@@ -8,6 +8,8 @@
 Requests never pile up: at most one operation runs, and at most one of each kind waits per job. A renewal
 submitted while another waits replaces it (status, checkpoint and attempt merged, newest first); a pending
 checkpoint rides along with a pending renewal; a release absorbs both and is the job's last operation.
+What an operation that got no answer carried (status, checkpoint, attempt) rides along with the job's next
+one of the same generation, so a checkpoint is not lost to a network blip.
 `LeaseResult.valid_until` is on `lease_rules.lease_clock`, read just before the operation was sent, which
 is what makes it a safe lower bound of the real expiry (see hbwrap/lease_rules.py).
 """
@@ -17,6 +19,7 @@ import os
 import threading
 from dataclasses import dataclass, replace
 
+from hbwrap.errors import LeaseStoreError
 from hbwrap.lease_rules import lease_clock
 
 KINDS = ("renew", "checkpoint", "release")  # the order pending operations of one job are run in
@@ -67,15 +70,13 @@ class LeaseWorker:
     """One daemon thread running a lease store's renew / set_checkpoint / release for a poll loop."""
 
     def __init__(self, store, clock=lease_clock):
-        from hbwrap.lease_pg import LeaseStoreError  # the one error type that is an outcome, not a bug
-
-        self._store_error = LeaseStoreError
         self.store = store
         self._clock = clock
         self._read_fd, self._write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._cond = threading.Condition()
         self._pending: dict[tuple[str, str], _Request] = {}
         self._released: set[str] = set()
+        self._unsent: dict[str, _Request] = {}  # by job: what the last failed operation carried
         self._running: _Request | None = None
         self._done: list[LeaseResult] = []
         self._bug: BaseException | None = None
@@ -144,6 +145,7 @@ class LeaseWorker:
                 raise RuntimeError("LeaseWorker is closed")
             if req.job in self._released:
                 raise RuntimeError(f"lease of {req.job} already released")
+            req = self._with_unsent(req)
             if req.kind == "release":
                 self._released.add(req.job)
                 for kind in ("renew", "checkpoint"):  # a release carries their checkpoint and ends the run
@@ -163,6 +165,28 @@ class LeaseWorker:
             key = (req.kind, req.job)
             self._pending[key] = _merge(self._pending.get(key), req)
             self._cond.notify_all()
+
+    def _with_unsent(self, req: _Request) -> _Request:
+        """Under self._cond: `req` carrying what the job's failed operations could not store."""
+        unsent = self._unsent.pop(req.job, None)
+        if unsent is None or unsent.generation != req.generation:
+            return req
+        if req.kind == "checkpoint":  # it stores the newer checkpoint itself; status and attempt wait on
+            self._unsent[req.job] = replace(unsent, checkpoint=None)
+            return req
+        return _merge(replace(unsent, carried=0), req)
+
+    def _carry_over(self, failed: _Request) -> None:
+        """Under self._cond: keep a failed operation's fields for a waiting renewal or release, else for later."""
+        if failed.kind == "release":
+            return  # the caller decides what to do about an unconfirmed release (submitting is closed)
+        for kind in ("renew", "release"):
+            key = (kind, failed.job)
+            waiting = self._pending.get(key)
+            if waiting is not None and waiting.generation == failed.generation:
+                self._pending[key] = _merge(replace(failed, carried=0), waiting)
+                return
+        self._unsent[failed.job] = _merge(self._unsent.get(failed.job), replace(failed, carried=0))
 
     def _next(self) -> _Request | None:
         with self._cond:
@@ -186,8 +210,10 @@ class LeaseWorker:
                     valid_until = sent_at + got
                 elif got is not None:
                     lost = got
-            except self._store_error as exc:
+            except LeaseStoreError as exc:  # an outcome (the store did not answer), not a bug
                 error = exc
+                with self._cond:
+                    self._carry_over(req)
             except BaseException as exc:  # a bug: hand it to the loop's thread with its traceback
                 with self._cond:
                     self._bug = exc
