@@ -56,6 +56,8 @@ MIN_CONNECT_TIMEOUT_S = 2  # libpq and psycopg take whole seconds, at least 2
 KEEPALIVE = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2,
              "tcp_user_timeout": 5000}
 ACQUIRE_RACE_RETRIES = 3
+MAX_TEXT = 4096              # characters kept of a checkpoint (or any text) stored in the row
+MAX_LEASE_S = 366 * 86400.0  # make_interval() takes far more; a longer lease is a mistake
 CREATE_RACE_RETRIES = 3  # the schema, then the table, may each be created by another hbwrap meanwhile
 
 # name -> format_type() of each column of ours; a table that lacks one of them is not ours
@@ -313,7 +315,7 @@ class LeaseStore:
 
         An unreleased previous run is continued (its run id and checkpoint kept) unless `fresh_run`.
         """
-        params = {"job": job, "host": host, "holder": holder, "run_id": run_id, "lease_s": float(lease_s),
+        params = {"job": job, "host": host, "holder": holder, "run_id": run_id, "lease_s": lease_seconds(lease_s),
                   "status": status, "fresh": bool(fresh_run)}
         for _ in range(ACQUIRE_RACE_RETRIES):
             got = self._run(lambda conn: self._fetch(conn, ACQUIRE, params))
@@ -334,7 +336,7 @@ class LeaseStore:
               checkpoint: str | None = None, attempt: int | None = None) -> float | Lost:
         """Extend the lease to server now() + lease_s; returns how long it is valid now (server-measured)."""
         return self._guarded(job, generation, RENEW_SETS, HELD, {
-            "lease_s": float(lease_s), "status": status, "cp": checkpoint, "attempt": attempt})
+            "lease_s": lease_seconds(lease_s), "status": status, "cp": checkpoint, "attempt": attempt})
 
     def set_checkpoint(self, job: str, generation: int, checkpoint: str) -> float | Lost:
         """Publish the checkpoint (checkpoint_at = server now() when it changed); returns the lease's validity."""
@@ -388,7 +390,8 @@ class LeaseStore:
 
     def _fetch(self, conn, template: str, params: dict, **parts):
         self.statements += 1
-        return conn.execute(self._sql(template, **parts), params).fetchone()
+        clean = {k: db_text(v) if isinstance(v, str) else v for k, v in params.items()}
+        return conn.execute(self._sql(template, **parts), clean).fetchone()
 
     def _run(self, fn):
         """fn(connection) within one operation budget; psycopg errors become LeaseStoreErrors, masked."""
@@ -500,6 +503,20 @@ class LeaseStore:
         if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
             return LeaseUnreachable(f"{where}: {detail}")
         return LeaseStoreError(f"{where}: {detail}")
+
+
+def db_text(value: str, limit: int = MAX_TEXT) -> str:
+    """`value` as PostgreSQL text can hold it: no NUL, no lone surrogate (output decoded with
+    surrogateescape), at most `limit` characters. A checkpoint must never make a renewal fail."""
+    value = value[:limit].replace("\x00", "\ufffd")
+    return value.encode("utf-8", "replace").decode("utf-8")
+
+
+def lease_seconds(lease_s: float) -> float:
+    lease_s = float(lease_s)
+    if not (0 < lease_s <= MAX_LEASE_S):
+        raise ValueError(f"lease_s must be in (0, {MAX_LEASE_S:g}], not {lease_s!r}")
+    return lease_s
 
 
 def connect_timeout_s(remaining_s: float) -> int:

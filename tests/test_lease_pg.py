@@ -159,6 +159,18 @@ def test_many_threads_acquiring_at_once_on_a_fresh_store_give_exactly_one_holder
     assert {r.holder_id for r in losers} == {winners[0].run_id.replace("run-", "h") + ":1"}
 
 
+def test_many_threads_taking_over_an_expired_lease_at_once_give_exactly_one_new_holder(pg, store):
+    dead = take(store, job="race", host="dead", lease_s=0.3)
+    store.renew("race", dead.generation, 0.3, checkpoint="at-dead")
+    wait_until(lambda: store.fleet("race")[0].lease_state == "expired", timeout=10, every=0.05)
+    results = _race_threads(pg.url(), 10)
+    winners = [r for r in results if isinstance(r, Acquired)]
+    assert len(winners) == 1, results
+    (w,) = winners
+    assert w.takeover and w.generation == dead.generation + 1 and w.checkpoint == "at-dead" and w.run_id == "run-a"
+    assert all(isinstance(r, Busy) and r.generation == w.generation for r in results if r is not w)
+
+
 RACER = """
 import json, sys, time
 from hbwrap.lease_pg import LeaseStore, Acquired
@@ -265,3 +277,18 @@ def test_one_statement_per_renewal_once_connected(store):
     for _ in range(5):
         store.renew("j", a.generation, 30, status="running", checkpoint="c")
     assert store.statements - before == 5
+
+
+def test_a_checkpoint_of_any_text_is_stored_and_never_fails_a_renewal(store):
+    a = take(store)
+    odd = "page\x00-7 caf\u00e9 \udcff" + "x" * 10_000  # a NUL, a lone surrogate from surrogateescape, 10 kB
+    assert store.renew("j", a.generation, 30, checkpoint=odd) > 0
+    stored = store.fleet()[0].checkpoint
+    assert stored.startswith("page\ufffd-7 caf\u00e9 ?") and len(stored) == lease_pg.MAX_TEXT
+
+
+@pytest.mark.parametrize("lease_s", [0, -1, float("nan"), float("inf"), 1e12])
+def test_a_nonsense_lease_is_refused_before_anything_is_sent(store, lease_s):
+    with pytest.raises(ValueError, match="lease_s"):
+        take(store, lease_s=lease_s)
+    assert store.statements == 0
