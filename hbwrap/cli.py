@@ -174,17 +174,33 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="A JSON array of objects (ISO 8601 UTC times)."),
     watch: bool = typer.Option(False, "--watch", "-w", help="Refresh the table every second until Ctrl-C (terminal only)."),
     state_dir: Optional[str] = STATE_DIR_OPTION,
+    fleet: bool = typer.Option(False, "--fleet", help="Every job in the shared lease store instead: holder host, generation, status, lease, checkpoint, last progress."),
+    lease_url: Optional[str] = typer.Option(None, "--lease-url", help="The shared lease store for --fleet, postgresql://... (default $HBWRAP_LEASE_URL)."),
 ) -> int:
     """Show jobs: status, attempt, pid, uptime, last output and progress, checkpoint, next deadline.
 
     Running and failing jobs come first. A colour table on a terminal, plain aligned columns otherwise.
+    With --fleet: the jobs of the shared lease store (all hosts), ages by the database server's clock.
 
     \b
     Examples:
       hbwrap status
       hbwrap status --watch
       hbwrap status reddit-3am --json | jq .[0].status
+      hbwrap status --fleet --lease-url postgresql://hbwrap@db.example/jobs
     """
+    if fleet or lease_url is not None:
+        if not fleet:
+            raise UsageError("status: --lease-url goes with --fleet")
+        if watch:
+            raise UsageError("status: --fleet cannot --watch")
+        url = lease_url if lease_url is not None else os.environ.get("HBWRAP_LEASE_URL")
+        if not url:
+            raise UsageError("status --fleet needs --lease-url URL or $HBWRAP_LEASE_URL")
+        from hbwrap.fleet import print_fleet
+        from hbwrap.options import check_name
+
+        return print_fleet(url, None if name is None else check_name(name, "NAME"), as_json)
     from hbwrap import views
 
     views.print_status(_state_dir(state_dir), name, as_json, watch)

@@ -56,3 +56,17 @@ class JobBusy(HbwrapError):
     """`--if-running fail` found a live supervisor: exit 75."""
 
     exit_code = ExitCode.BUSY
+
+
+class LeaseStoreError(HbwrapError):
+    """The shared lease store (--lease-url) cannot be used (unreachable, refused, not ours): exit 125."""
+
+    exit_code = ExitCode.INTERNAL
+
+
+class LeaseUnreachable(LeaseStoreError):
+    """No connection to the lease store, or no answer in time: the lease's state is unknown."""
+
+
+class LeaseSchemaError(LeaseStoreError):
+    """A table of the lease table's name that is not hbwrap's (or no usable schema): nothing was written."""
