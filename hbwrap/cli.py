@@ -175,7 +175,7 @@ def status(
     watch: bool = typer.Option(False, "--watch", "-w", help="Refresh the table every second until Ctrl-C (terminal only)."),
     state_dir: Optional[str] = STATE_DIR_OPTION,
     fleet: bool = typer.Option(False, "--fleet", help="Every job in the shared lease store instead: holder host, generation, status, lease, checkpoint, last progress."),
-    lease_url: Optional[str] = typer.Option(None, "--lease-url", help="The shared lease store for --fleet, postgresql://... (default $HBWRAP_LEASE_URL)."),
+    lease_url: Optional[str] = typer.Option(None, "--lease-url", metavar="URL", help="The shared lease store for --fleet, postgresql://... (default $HBWRAP_LEASE_URL)."),
 ) -> int:
     """Show jobs: status, attempt, pid, uptime, last output and progress, checkpoint, next deadline.
 

@@ -11,7 +11,8 @@ the group and every descendant, `grace_s`, then SIGKILL to all of them until non
 With self-heal on, it then stands by until its supervisor releases it (SIGUSR1) — between attempts
 something of the run must still be there — and all along it watches the supervisor: a pidfd tells it of
 a death, the lease in state.json of a hang. Either way it starts `hbwrap watch NAME` (at most 3 per run,
-counted in state.json), handing it the original stdout/stderr it holds for that purpose. Replacements
+counted in state.json), handing it the original stdout/stderr it holds for that purpose; after a death
+it first waits HEAL_DELAY_S, so that a takeover already on its way (cron, an operator) goes first. Replacements
 are its children, so they and their subtrees are never swept as part of the attempt.
 """
 from __future__ import annotations
@@ -37,6 +38,7 @@ CURSOR_STALE_S = 10.0
 PIPE_SIZE = 1 << 20  # fewer context switches between the command and the keeper at high output rates
 SWEEP_INTERVAL_S = 0.02
 MAX_HEALS = 3              # replacements per run (SPEC §9)
+HEAL_DELAY_S = 0.5         # after a supervisor's death, before starting a replacement
 TAKEOVER_POLL_S = 0.1      # after starting a replacement: how often to look for it in state.json ...
 TAKEOVER_WAIT_S = 10.0     # ... and for how long
 ORPHAN_POLL_S = 1.0        # no live supervisor and no replacement allowed: look for one (cron, an operator)
@@ -101,7 +103,11 @@ class SupervisorWatch:
         if self.pidfd is not None and select.select([self.pidfd], [], [], 0)[0]:
             os.close(self.pidfd)  # readable for good: stop polling it
             self.pidfd, died = None, True
-        if not died and now < self.check_at:
+        if died:
+            # a takeover already on its way (the next cron tick, an operator's watch) goes first
+            self.check_at = now + HEAL_DELAY_S
+            return
+        if now < self.check_at:
             return
         try:
             state = read_json(self.job.state_file) or {}

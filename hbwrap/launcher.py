@@ -273,6 +273,10 @@ class Launcher:
         return AttemptHandle(self.job, rec, markers, popen.pid, procs.start_time(popen.pid), popen, hs_r,
                              exclude=self.exclude)
 
+    def adopt(self, rec: RunRecord, markers: dict[str, str], keeper: dict) -> AttemptHandle:
+        """A handle on a keeper started by a previous supervisor of the run (its record in keeper.json)."""
+        return AttemptHandle.adopt(self.job, rec, markers, keeper, self.exclude)
+
     def start_probe(self, command: str, env: dict[str, str], cwd: str) -> "Probe | None":
         try:
             proc = subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -40,8 +40,9 @@ class Clocks:
 
 
 def clocks_of(rec: RunRecord) -> Clocks:
-    attempt = rec.attempt_started_at if rec.attempt_started_at is not None else (rec.started_at or 0.0)
-    return Clocks(rec.started_at or 0.0, attempt,
+    attempt = rec.attempt_started_at if rec.attempt_started_at is not None else \
+        (rec.started_at if rec.started_at is not None else 0.0)
+    return Clocks(rec.started_at if rec.started_at is not None else 0.0, attempt,
                   max(rec.last_life_at, attempt) if rec.last_life_at is not None else attempt,
                   max(rec.last_progress_at, attempt) if rec.last_progress_at is not None else attempt)
 
@@ -203,6 +204,10 @@ class RunState:
     exit_code: int | None = None           # hbwrap's exit code once the run is over
 
 
+def _run_start(rec: RunRecord, now: float) -> float:
+    return rec.started_at if rec.started_at is not None else now
+
+
 def _renew_s(opts: RunOptions) -> float:
     return max(0.05, min(STATE_RENEW_S, opts.lease_s / 3))
 
@@ -268,6 +273,9 @@ def _observe(st: RunState, obs: Observations, now: float, opts: RunOptions, out:
 def advance(st: RunState, obs: Observations, now: float, opts: RunOptions, rng: random.Random) -> list[Action]:
     """Move the run on from what was observed at `now`; the actions to carry out, in order."""
     out: list[Action] = []
+    if st.phase is Phase.STARTING and obs.launched is not None:
+        _step_starting(st, obs, now, opts, rng, out)  # attempt_start goes before what the command printed
+        obs.launched = None
     _observe(st, obs, now, opts, out)
     while True:
         before = st.phase
@@ -385,7 +393,8 @@ def _begin_unkept_stop(st: RunState, now: float, opts: RunOptions, out: list) ->
     st.phase, st.unkept = Phase.STOPPING, True
     if not already:
         rec.stop_reason, rec.stop_started_at = "keeper lost", now
-    sig = SIGKILL if already and now >= (rec.stop_started_at or now) + opts.grace_s else opts.kill_signal
+    started = rec.stop_started_at if rec.stop_started_at is not None else now
+    sig = SIGKILL if already and now >= started + opts.grace_s else opts.kill_signal
     out.append(_say(f"the keeper of {opts.name} died while the command was running; the command lost its "
                     f"output capture, so it is stopped ({signal_name(sig)}) and the attempt counts as a stall"))
     out.append(Action(SIGNAL_GROUP, {"signal": sig}))
@@ -502,7 +511,7 @@ def _step_ended(st: RunState, obs: Observations, now: float, opts: RunOptions, r
     if st.signals:
         _finish_stopped(st, now, out)
         return
-    decision = decide(opts, end, rec.restarts, now, rec.started_at or now, rng)
+    decision = decide(opts, end, rec.restarts, now, _run_start(rec, now), rng)
     st.end = None
     if decision.kind is not DecisionKind.RESTART:
         _finish(st, decision, end, now, opts, out)
@@ -538,7 +547,7 @@ def _step_backoff(st: RunState, obs: Observations, now: float, opts: RunOptions,
         _finish_stopped(st, now, out)
         return
     restart_at = rec.restart_at if rec.restart_at is not None else now
-    deadline = run_deadline_at(opts, rec.started_at or now)
+    deadline = run_deadline_at(opts, _run_start(rec, now))
     if deadline is not None and deadline <= restart_at and now >= deadline:
         out.append(_emit(Event.STALL, reason=StallReason.DEADLINE.value, detail="--deadline passed during back-off"))
         _finish(st, Decision(DecisionKind.ESCALATE, 124, "deadline"), AttemptEnd(), now, opts, out)
@@ -631,7 +640,7 @@ def wake_at(st: RunState, opts: RunOptions, now: float) -> float | None:
         at.append(started + opts.grace_s + KILL_FALLBACK_S)
     if phase is Phase.BACKOFF:
         at.append(rec.restart_at if rec.restart_at is not None else now)
-        deadline = run_deadline_at(opts, rec.started_at or now)
+        deadline = run_deadline_at(opts, _run_start(rec, now))
         if deadline is not None:
             at.append(deadline)
     if st.pending_checkpoint is not None:

@@ -77,7 +77,7 @@ class Supervisor:
 
     def __init__(self, opts: RunOptions, *, clock=None, launcher=None, waiter=None, rng: random.Random | None = None,
                  stdout_fd: int = 1, stderr_fd: int = 2, by: str = "run", base_env: dict[str, str] | None = None,
-                 discard_output: bool = False):
+                 discard_output: bool = False, use_inotify: bool = True):
         self.clock = clock or SystemClock()
         self.rng = rng or random.Random()
         self.state_dir = StateDir(opts.state_dir)
@@ -85,6 +85,7 @@ class Supervisor:
         self.stdout_fd, self.stderr_fd = stdout_fd, stderr_fd
         self.by = by
         self.discard_output = discard_output
+        self.use_inotify = use_inotify
         self.base_env = base_env if base_env is not None else procs.original_environ()
         self.launcher = launcher or Launcher(self.job, self.base_env, self._own_pids)
         self.waiter = waiter or PollWaiter()
@@ -297,6 +298,8 @@ class Supervisor:
         self.emit(Event.RUN_START, command=list(self.opts.command), supervisor_pid=os.getpid())
 
     def _setup_watches(self) -> None:
+        if not self.use_inotify:
+            return
         from hbwrap.inotify import Inotify
 
         try:
@@ -353,7 +356,7 @@ class Supervisor:
         return fds
 
     def _timeout(self, now: float) -> float | None:
-        if self.observer.more_output or self.catch_up or self.recheck_keeper:
+        if self.observer.more_output or self.catch_up or (self.recheck_keeper and self.handle is not None):
             return 0.0
         at = [policy.wake_at(self.st, self.opts, now)]
         if self.closing_since is not None:
@@ -378,10 +381,11 @@ class Supervisor:
         if self.inotify is not None:
             changed = self.inotify.read() if self.inotify.fd in ready else set()
         first, self.catch_up = self.catch_up, False
+        recheck, self.recheck_keeper = self.recheck_keeper, False
         self.observer.pump(obs, UNBOUNDED if first else PUMP_BUDGET)
         self.observer.check_files(None if first else changed, obs)
         if self.handle is not None:
-            self._observe_attempt(obs, ready, changed, now, first)
+            self._observe_attempt(obs, ready, changed, now, first or recheck)
         if self.probe is not None and (self.probe_killed or not self.probe.fds() or self.probe.pidfd in ready):
             code = -1 if self.probe_killed else self.probe.result()
             if code is not None:
@@ -400,7 +404,6 @@ class Supervisor:
 
     def _observe_attempt(self, obs: policy.Observations, ready: set[int], changed, now: float, first: bool) -> None:
         h, st = self.handle, self.st
-        recheck, self.recheck_keeper = self.recheck_keeper, False
         if st.phase is Phase.STARTING:
             if h.handshake_fd in ready:
                 obs.launched = h.handshake()
@@ -411,7 +414,7 @@ class Supervisor:
             return
         if st.phase not in (Phase.RUNNING, Phase.STOPPING):
             return
-        if recheck or first or h.pidfd is None or h.pidfd in ready or self.observer.keeper_changed(changed):
+        if first or h.pidfd is None or h.pidfd in ready or self.observer.keeper_changed(changed):
             record = h.ended_record()
             if record is None and not h.keeper_alive():
                 h.close_pidfd()
@@ -451,7 +454,7 @@ class Supervisor:
         if rec.checkpoint:
             parts.append(f"checkpoint {rec.checkpoint[:40]}")
         if self.st.phase is Phase.STOPPING:
-            parts.append(f"stopping ({_span(now - (rec.stop_started_at or now))})")
+            parts.append(f"stopping ({_span(now - (rec.stop_started_at if rec.stop_started_at is not None else now))})")
         elif self.st.phase is Phase.BACKOFF and rec.restart_at is not None:
             parts.append(f"restart in {_span(max(0.0, rec.restart_at - now))}")
         else:

@@ -14,7 +14,7 @@ from dataclasses import replace
 from hbwrap import procs
 from hbwrap.errors import StateError
 from hbwrap.jobstore import JobDir, StateDir
-from hbwrap.launcher import AttemptHandle, attempt_markers
+from hbwrap.launcher import attempt_markers
 from hbwrap.model import ACTIVE_VALUES, Event, Phase, RecordError, RunRecord, StallReason, Status
 from hbwrap.options import RunOptions
 from hbwrap.policy import RunState
@@ -139,7 +139,7 @@ def _adopted_phase(sup, st: RunState, now: float) -> str:
             rec.restart_at = now
         keeper = _keeper_record(job, rec, any_attempt=True)
         if keeper is not None:
-            sup.standby = AttemptHandle.adopt(job, rec, markers, keeper, sup._own_pids)
+            sup.standby = sup.launcher.adopt(rec, markers, keeper)
         return "the run was waiting to restart"
     keeper = _keeper_record(job, rec)
     if keeper is None:
@@ -155,7 +155,7 @@ def _adopted_phase(sup, st: RunState, now: float) -> str:
             rec.attempt = max(0, rec.attempt - 1)  # LAUNCH starts the same attempt number again
             st.phase = Phase.LAUNCH
             return "the run was about to start an attempt"
-    sup.handle = AttemptHandle.adopt(job, rec, markers, keeper, sup._own_pids)
+    sup.handle = sup.launcher.adopt(rec, markers, keeper)
     reason = rec.stop_reason
     if reason:
         st.phase = Phase.STOPPING

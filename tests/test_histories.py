@@ -1,0 +1,188 @@
+"""The real supervisor loop and policy, driven through tables of histories in fake time (tests/fakes.py):
+what each attempt's command does goes in, the events and the exit code come out, in milliseconds."""
+import signal
+
+import pytest
+
+from fakes import World, events, supervise
+
+TERM, KILL = int(signal.SIGTERM), int(signal.SIGKILL)
+
+# (id, options, attempts' scripts, run-wide events, expected event names, expected exit code)
+HISTORIES = [
+    ("clean exit", {}, {1: [("out", b"hello\n"), ("at", 0.2, ("exit", 0))]}, [],
+     ["run_start", "attempt_start", "exit", "success"], 0),
+    ("failure is not retried by default", {}, {1: [("at", 0.1, ("exit", 3))]}, [],
+     ["run_start", "attempt_start", "exit", "failure"], 3),
+    ("on-failure retries, then success", {"restart": "on-failure", "backoff_s": 0.1},
+     {1: [("at", 0.1, ("exit", 3))], 2: [("at", 0.1, ("exit", 0))]}, [],
+     ["run_start", "attempt_start", "exit", "restart", "attempt_start", "exit", "success"], 0),
+    ("response stall, restart from the checkpoint", {"response_timeout_s": 1.0, "grace_s": 0.5, "backoff_s": 0.1},
+     {1: [("out", b"checkpoint: a\n")], 2: [("at", 0.1, ("exit", 0))]}, [],
+     ["run_start", "attempt_start", "checkpoint", "stall", "kill", "exit", "restart", "attempt_start", "exit",
+      "success"], 0),
+    ("a TERM-ignoring command gets SIGKILL after the grace",
+     {"response_timeout_s": 0.5, "grace_s": 0.4, "restart": "never"}, {1: [("ignore_term",)]}, [],
+     ["run_start", "attempt_start", "stall", "kill", "kill", "exit", "escalate"], 124),
+    ("timeout of an attempt that keeps printing", {"timeout_s": 1.0, "restart": "never"},
+     {1: [("out", b"x\n"), ("at", 0.5, ("out", b"y\n")), ("at", 0.9, ("out", b"z\n"))]}, [],
+     ["run_start", "attempt_start", "stall", "kill", "exit", "escalate"], 124),
+    ("restarts are bounded", {"response_timeout_s": 0.3, "grace_s": 0.1, "backoff_s": 0.05, "max_restarts": 1},
+     {}, [],
+     ["run_start", "attempt_start", "stall", "kill", "exit", "restart", "attempt_start", "stall", "kill", "exit",
+      "escalate"], 124),
+    ("the deadline passes during back-off", {"response_timeout_s": 0.5, "grace_s": 0.1, "backoff_s": 5.0,
+                                             "backoff_max_s": 5.0, "deadline_s": 1.5}, {}, [],
+     ["run_start", "attempt_start", "stall", "kill", "exit", "restart", "stall", "escalate"], 124),
+    ("a signal stops the run", {}, {1: [("out", b"working\n")]}, [(0.5, ("signal", TERM))],
+     ["run_start", "attempt_start", "kill", "exit", "stop"], 128 + TERM),
+    ("a second signal kills at once", {"grace_s": 30.0}, {1: [("ignore_term",)]},
+     [(0.5, ("signal", TERM)), (0.7, ("signal", TERM))],
+     ["run_start", "attempt_start", "kill", "kill", "exit", "stop"], 128 + TERM),
+    ("a signal during back-off", {"response_timeout_s": 0.3, "grace_s": 0.1, "backoff_s": 10.0,
+                                  "backoff_max_s": 10.0}, {}, [(2.0, ("signal", TERM))],
+     ["run_start", "attempt_start", "stall", "kill", "exit", "restart", "stop"], 128 + TERM),
+    ("probe failures are a stall", {"probe": "fail", "probe_interval_s": 0.2, "probe_failures": 2,
+                                    "grace_s": 0.1, "restart": "never"}, {}, [],
+     ["run_start", "attempt_start", "stall", "kill", "exit", "escalate"], 124),
+    ("a passing probe is not a sign of life", {"probe": "pass", "probe_interval_s": 0.1, "response_timeout_s": 1.0,
+                                               "grace_s": 0.1, "restart": "never"}, {}, [],
+     ["run_start", "attempt_start", "stall", "kill", "exit", "escalate"], 124),
+    ("command not found", {}, {1: [("exec", 127, "No such file or directory")]}, [],
+     ["run_start", "exit", "escalate"], 127),
+    ("a fatal line makes a stall final", {"response_timeout_s": 0.5, "grace_s": 0.1,
+                                          "fatal_patterns": ("suspended",)},
+     {1: [("out", b"account suspended\n")]}, [],
+     ["run_start", "attempt_start", "stall", "kill", "exit", "escalate"], 124),
+    ("heartbeats keep a silent command alive", {"response_timeout_s": 0.5},
+     {1: [("at", 0.3, ("beat",)), ("at", 0.6, ("beat",)), ("at", 0.9, ("beat",)), ("at", 1.1, ("exit", 0))]}, [],
+     ["run_start", "attempt_start", "exit", "success"], 0),
+    ("a lost keeper is retried as a stall", {"grace_s": 0.2, "backoff_s": 0.1},
+     {1: [("out", b"checkpoint: c1\n"), ("at", 0.3, ("keeper_dies",))], 2: [("at", 0.1, ("exit", 0))]}, [],
+     ["run_start", "attempt_start", "checkpoint", "kill", "exit", "restart", "attempt_start", "exit", "success"], 0),
+    ("a lost keeper with --restart never ends 125", {"grace_s": 0.2, "restart": "never"},
+     {1: [("at", 0.3, ("keeper_dies",))]}, [],
+     ["run_start", "attempt_start", "kill", "exit", "escalate"], 125),
+]
+
+
+@pytest.mark.parametrize("opts, attempts, at, expected, code", [h[1:] for h in HISTORIES],
+                         ids=[h[0] for h in HISTORIES])
+def test_history(tmp_path, opts, attempts, at, expected, code):
+    if "restart" in opts:
+        from hbwrap.model import RestartMode
+        opts = {**opts, "restart": RestartMode(opts["restart"])}
+    got, world = supervise(tmp_path, opts, attempts, at)
+    names = [e["event"] for e in events(tmp_path)]
+    assert names == expected, names
+    assert got == code
+
+
+def test_the_restart_resumes_from_the_checkpoint_and_the_stall_says_why(tmp_path):
+    supervise(tmp_path, {"response_timeout_s": 1.0, "grace_s": 0.5, "backoff_s": 0.1},
+              {1: [("out", b"checkpoint: a\n")], 2: [("at", 0.1, ("exit", 0))]})
+    ev = events(tmp_path)
+    stall = next(e for e in ev if e["event"] == "stall")
+    assert stall["reason"] == "response" and stall["detail"].startswith("no sign of life for 1s"), stall
+    starts = [e for e in ev if e["event"] == "attempt_start"]
+    assert "resume_from" not in starts[0] and starts[1]["resume_from"] == "a", starts
+
+
+def test_deadlines_are_kept_to_the_millisecond_in_fake_time(tmp_path):
+    _, world = supervise(tmp_path, {"response_timeout_s": 2.0, "grace_s": 0.3, "restart": _never()},
+                         {1: [("out", b"x\n")]})
+    ev = events(tmp_path)
+    t0 = next(e for e in ev if e["event"] == "attempt_start")["ts"]
+    stall = next(e for e in ev if e["event"] == "stall")["ts"]
+    from hbwrap.model import parse_iso
+    assert 2.0 <= parse_iso(stall) - parse_iso(t0) < 2.01
+
+
+def test_probe_stall_detail_says_the_probe_failed(tmp_path):
+    supervise(tmp_path, {"probe": "fail", "probe_interval_s": 0.2, "probe_failures": 2, "grace_s": 0.1,
+                         "restart": _never()}, {})
+    stall = next(e for e in events(tmp_path) if e["event"] == "stall")
+    assert stall["reason"] == "probe" and "exited with code 1" in stall["detail"], stall
+
+
+def _never():
+    from hbwrap.model import RestartMode
+    return RestartMode.NEVER
+
+
+# --- takeover and self-heal: the supervisor dies, another one adopts the run from its files ----------
+
+def test_self_heal_during_backoff_restarts_on_schedule(tmp_path):
+    opts = {"response_timeout_s": 0.5, "grace_s": 0.1, "backoff_s": 4.0, "backoff_max_s": 4.0}
+    attempts = {1: [("out", b"checkpoint: s1\n")], 2: [("at", 0.1, ("exit", 0))]}
+    code, world = supervise(tmp_path, opts, attempts, [(1.5, ("kill_supervisor",))])
+    assert code == "killed"
+    restart = next(e for e in events(tmp_path) if e["event"] == "restart")
+    world.clock.now = 2.0  # the keeper's replacement starts half a second later
+    code, world = supervise(tmp_path, opts, attempts, by="keeper", world=world, takeover_only=True)
+    assert code == 0
+    ev = events(tmp_path)
+    names = [e["event"] for e in ev]
+    assert names[names.index("restart"):] == ["restart", "takeover", "attempt_start", "exit", "success"], names
+    takeover = next(e for e in ev if e["event"] == "takeover")
+    assert takeover["by"] == "keeper" and takeover["detail"] == "the run was waiting to restart"
+    from hbwrap.model import parse_iso
+    second = [e for e in ev if e["event"] == "attempt_start"][1]
+    assert second["resume_from"] == "s1"
+    planned = parse_iso(restart["ts"]) + restart["delay_s"]
+    assert abs(parse_iso(second["ts"]) - planned) < 0.1, (second["ts"], planned)
+    import json
+    state = json.loads((tmp_path / "state" / "job" / "state.json").read_text())
+    assert state["heals"] == 1 and state["status"] == "succeeded"
+
+
+def test_takeover_decides_from_output_written_while_nobody_read(tmp_path):
+    from hbwrap.model import RestartMode
+    opts = {"restart": RestartMode.ON_FAILURE, "fatal_patterns": ("suspended",), "backoff_s": 0.1}
+    attempts = {1: [("out", b"checkpoint: x\n"), ("at", 0.5, ("out", b"account suspended\ncheckpoint: y\n")),
+                    ("at", 0.8, ("exit", 1))]}
+    code, world = supervise(tmp_path, opts, attempts, [(0.3, ("kill_supervisor",))])
+    assert code == "killed"
+    world.clock.now = 1.0
+    world._run_due()  # what the command did while no supervisor was there
+    code, _ = supervise(tmp_path, opts, attempts, by="watch", world=world, takeover_only=True)
+    ev = events(tmp_path)
+    names = [e["event"] for e in ev]
+    assert names == ["run_start", "attempt_start", "checkpoint", "takeover", "checkpoint", "exit", "escalate"], names
+    assert code == 1 and ev[-1]["reason"] == "fatal", ev[-1]
+    assert ev[-1]["checkpoint"] == "y"
+    assert world.launches == 1, "a fatal failure must not be retried"
+
+
+def test_takeover_while_the_kill_is_in_its_grace_finishes_it(tmp_path):
+    opts = {"response_timeout_s": 0.5, "grace_s": 2.0, "backoff_s": 0.1}
+    attempts = {1: [("ignore_term",)], 2: [("at", 0.1, ("exit", 0))]}
+    code, world = supervise(tmp_path, opts, attempts, [(1.0, ("kill_supervisor",))])
+    assert code == "killed"
+    world.clock.now = 1.5
+    code, _ = supervise(tmp_path, opts, attempts, by="keeper", world=world, takeover_only=True)
+    names = [e["event"] for e in events(tmp_path)]
+    assert names == ["run_start", "attempt_start", "stall", "kill", "takeover", "kill", "exit", "restart",
+                     "attempt_start", "exit", "success"], names
+    assert code == 0
+
+
+def test_a_second_takeover_counts_heals(tmp_path):
+    opts = {"response_timeout_s": 30.0}
+    attempts = {1: [("out", b"x\n"), ("at", 3.0, ("exit", 0))]}
+    code, world = supervise(tmp_path, opts, attempts, [(0.5, ("kill_supervisor",))])
+    world.at = [(1.5, ("kill_supervisor",))]
+    world.clock.now = 1.0
+    assert supervise(tmp_path, opts, attempts, by="keeper", world=world, takeover_only=True)[0] == "killed"
+    world.clock.now = 2.0
+    code, _ = supervise(tmp_path, opts, attempts, by="keeper", world=world, takeover_only=True)
+    assert code == 0
+    import json
+    state = json.loads((tmp_path / "state" / "job" / "state.json").read_text())
+    assert state["heals"] == 2 and state["generation"] == 3
+    assert [e["by"] for e in events(tmp_path) if e["event"] == "takeover"] == ["keeper", "keeper"]
+
+
+def test_world_sanity(tmp_path):
+    world = World(tmp_path, {})
+    assert world.wait([], 1.5) == set() and world.clock.now == 1.5
