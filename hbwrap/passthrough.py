@@ -24,6 +24,7 @@ from hbwrap.output import READ_CHUNK, STDERR, STDOUT, LogFollower
 
 BACKLOG_CAP = 4 * 1024 * 1024  # bytes held in memory for both streams; beyond it, read back from the log
 REFILL_BELOW = 256 * 1024      # lagging: read the next piece of the log once the queues are this short
+LAG_NOTE_S = 1.0               # a reader this long without taking what waits for it is said to be slow (once)
 WRITE_MAX = 1 << 20
 FALLBACK_WRITE = 512           # without a non-blocking descriptor: at most this much per POLLOUT
 
@@ -92,6 +93,7 @@ class Passthrough:
         self.broken: set[str] = set()
         self.lag: LogFollower | None = None
         self.lag_said = False
+        self.blocked_since: float | None = None  # stdout has had bytes waiting since then
         self.skipped_noted = 0
         self.kept: list[tuple[str, bytes]] = []
         self.kept_size = 0
@@ -108,10 +110,22 @@ class Passthrough:
     def start_lag(self, position: tuple[int, int]) -> None:
         """The reader is too slow to hold what it has not taken in memory: from `position` on, read the log."""
         self.lag = LogFollower(*self.log_paths, *position)
+        self._say_lag()
+
+    def _say_lag(self) -> None:
         if not self.lag_said and self.note is not None:
             self.lag_said = True
             self.note("the reader of hbwrap's output is slow: passthrough lags behind the command and catches up "
                       "from the job's log (supervision goes on; nothing is lost)")
+
+    def check_lag(self, now: float) -> None:
+        """Called at every wake-up: say once when stdout's reader has taken nothing for LAG_NOTE_S."""
+        if not self.queues[STDOUT]:
+            self.blocked_since = None
+        elif self.blocked_since is None:
+            self.blocked_since = now
+        elif now - self.blocked_since >= LAG_NOTE_S:
+            self._say_lag()
 
     def catch_up(self, scan_position: tuple[int, int]) -> None:
         """Lagging: pass on more of the log, never beyond where the supervisor's scan is; back to taking
@@ -176,6 +190,8 @@ class Passthrough:
             if n == 0:
                 return
             self.queued[stream] -= n
+            if stream == STDOUT:
+                self.blocked_since = None  # it took something
             if n == len(first):
                 queue.popleft()
             else:

@@ -208,7 +208,8 @@ def _run_start(rec: RunRecord, now: float) -> float:
     return rec.started_at if rec.started_at is not None else now
 
 
-def _renew_s(opts: RunOptions) -> float:
+def renew_interval_s(opts: RunOptions) -> float:
+    """How often an idle supervisor rewrites its record: at least every lease/3 (SPEC §3 --lease)."""
     return max(0.05, min(STATE_RENEW_S, opts.lease_s / 3))
 
 
@@ -289,7 +290,7 @@ def advance(st: RunState, obs: Observations, now: float, opts: RunOptions, rng: 
         st.checkpoint_event_at = now
     if st.phase not in (Phase.CLOSING, Phase.DONE) and (
             st.state_dirty and now >= st.state_written_at + STATE_FLUSH_S or
-            now >= st.state_written_at + _renew_s(opts)):
+            now >= st.state_written_at + renew_interval_s(opts)):
         out.append(Action(WRITE_STATE))
     return out
 
@@ -646,5 +647,6 @@ def wake_at(st: RunState, opts: RunOptions, now: float) -> float | None:
     if st.pending_checkpoint is not None:
         at.append(st.checkpoint_event_at + CHECKPOINT_EVENT_SPACING_S)
     if phase not in (Phase.CLOSING, Phase.DONE):
-        at.append(st.state_written_at + (STATE_FLUSH_S if st.state_dirty else _renew_s(opts)))
+        renew_s = renew_interval_s(opts)
+        at.append(st.state_written_at + (min(STATE_FLUSH_S, renew_s) if st.state_dirty else renew_s))
     return min(at) if at else None

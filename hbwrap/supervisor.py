@@ -109,6 +109,9 @@ class Supervisor:
         self.next_status_at = 0.0
         self.state_write_failed = False
         self.my_start = procs.start_time(os.getpid())
+        # tests only: HBWRAP_FAULT=loop:N makes a first supervisor (not a replacement) fail at loop turn N
+        fault = os.environ.get("HBWRAP_FAULT", "")
+        self.fault_at = int(fault[5:]) if by == "run" and fault.startswith("loop:") and fault[5:].isdigit() else None
         self._use_options(opts)
 
     def _use_options(self, opts: RunOptions) -> None:
@@ -316,10 +319,18 @@ class Supervisor:
     # --- the loop ----------------------------------------------------------------------------------
     def _loop(self) -> int:
         st = self.st
+        turns = 0
         while not self._closed(self.clock.mono()):
             now = self.clock.mono()
             ready = self.waiter.wait(self._poll_fds(), self._timeout(now))
             now = self.clock.mono()
+            if now - st.state_written_at > 1.5 * policy.renew_interval_s(self.opts) and st.phase is not Phase.CLOSING:
+                # away longer than a renewal allows (stopped, starved): another supervisor may hold the run now,
+                # and then this one must step down before it signals or writes anything
+                lease.check_fence(self.job, st.rec.run_id, st.rec.generation)
+            turns += 1
+            if turns == self.fault_at:
+                raise RuntimeError(f"HBWRAP_FAULT: injected failure at loop turn {turns}")
             obs = self._gather(ready, now)
             for action in policy.advance(st, obs, now, self.opts, self.rng):
                 self._do(action)
@@ -395,6 +406,7 @@ class Supervisor:
         self._print_warnings()
         self.passthrough.ready(ready)
         self.passthrough.catch_up(self.observer.follower.position)
+        self.passthrough.check_lag(time.monotonic())
         return obs
 
     def _print_warnings(self) -> None:

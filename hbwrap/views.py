@@ -9,7 +9,7 @@ import time
 from hbwrap import procs
 from hbwrap.errors import StateError
 from hbwrap.jobstore import JobDir, StateDir, iso, iter_events, open_job_file, parse_iso
-from hbwrap.model import ACTIVE_STATUSES, Status
+from hbwrap.model import ACTIVE_STATUSES, RecordError, RunRecord, Status
 from hbwrap.output import LogFollower, log_position, tail_bytes
 
 FOLLOW_POLL_S = 0.25
@@ -39,7 +39,9 @@ def job_row(job: JobDir, now: float | None = None) -> dict:
     try:
         job.check()
         state = job.read_state()
-    except StateError as exc:
+        if state is not None:
+            RunRecord.from_doc(state, 0.0)  # every field of the right type, or the job is unreadable
+    except (StateError, RecordError) as exc:
         return {"name": job.name, "status": "unreadable", "error": str(exc), **{k: None for k in STATUS_KEYS[2:]}}
     if state is None:
         return {"name": job.name, "status": "never-run", **{k: None for k in STATUS_KEYS[2:]}}

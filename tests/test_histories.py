@@ -186,3 +186,15 @@ def test_a_second_takeover_counts_heals(tmp_path):
 def test_world_sanity(tmp_path):
     world = World(tmp_path, {})
     assert world.wait([], 1.5) == set() and world.clock.now == 1.5
+
+
+def test_a_superseded_supervisor_that_wakes_up_steps_down_without_acting(tmp_path):
+    # stopped past its lease while the response deadline passed; meanwhile another supervisor took over
+    code, world = supervise(tmp_path, {"response_timeout_s": 1.0, "lease_s": 3.0},
+                            {1: [("out", b"x\n")]}, [(0.5, ("superseded", 10.0))])
+    assert code == 75
+    assert [e["event"] for e in events(tmp_path)] == ["run_start", "attempt_start"]
+    handle = world.handles[1]
+    assert handle.command and not handle.events, "the command must not have been signalled"
+    import json
+    assert json.loads((tmp_path / "state" / "job" / "state.json").read_text())["supervisor_pid"] == 1
