@@ -63,6 +63,74 @@ def _note(text: str) -> None:
         pass
 
 
+def _command_env(spec: dict, base_env: dict[str, str]) -> dict[str, str]:
+    env = dict(base_env)
+    env.update(spec.get("env_set") or {})
+    for key in spec.get("env_unset") or ():
+        env.pop(key, None)
+    return env
+
+
+def spawn(spec: dict, base_env: dict[str, str]) -> tuple[int, dict[int, str], object]:
+    """Start the command in a process group of its own: (pid, {read fd: stream}, what keeps a pty open).
+
+    Its signal dispositions are hbwrap's own (SIGPIPE back to default; what hbwrap inherited ignored stays
+    ignored); stdin is /dev/null unless hbwrap's is a terminal. OSError when it cannot be started.
+    """
+    env = _command_env(spec, base_env)
+    ignored = spec.get("ignored_signals", ())
+    if spec.get("pty"):
+        return _spawn_pty(spec, env, ignored)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    for fd in (out_r, err_r):
+        _grow_pipe(fd)
+    stdin = None if spec.get("stdin_inherit") else subprocess.DEVNULL
+    try:
+        proc = subprocess.Popen(spec["command"], stdin=stdin, stdout=out_w, stderr=err_w, cwd=spec["cwd"], env=env,
+                                process_group=0, restore_signals=True,
+                                preexec_fn=lambda: procs.restore_default_signals(ignored))
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+    proc.returncode = 0  # the keeper reaps it itself; keep Popen from trying
+    return proc.pid, {out_r: STDOUT, err_r: STDERR}, None
+
+
+def _spawn_pty(spec: dict, env: dict[str, str], ignored) -> tuple[int, dict[int, str], object]:
+    import shutil
+
+    from ptyprocess import PtyProcess
+
+    command = spec["command"]
+    exe = command[0]
+    path = exe if "/" in exe else shutil.which(exe, path=env.get("PATH", os.defpath))
+    if path is None:
+        candidates = [os.path.join(d, exe) for d in env.get("PATH", os.defpath).split(os.pathsep)]
+        if any(os.path.exists(c) for c in candidates):
+            raise PermissionError(errno.EACCES, "Permission denied", exe)
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", exe)
+    if not os.path.exists(path):
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", exe)
+    if os.path.isdir(path) or not os.access(path, os.X_OK):
+        raise PermissionError(errno.EACCES, "Permission denied", exe)
+    # stdout and stderr go to the pty; stdin is the keeper's own (/dev/null, or hbwrap's terminal), as
+    # without --pty: a program that reads stdin unattended sees EOF instead of waiting for a deadline.
+    stdin_fd = os.dup(0)
+
+    def preexec() -> None:
+        os.dup2(stdin_fd, 0)
+        os.close(stdin_fd)
+        procs.restore_default_signals(ignored)
+
+    try:
+        proc = PtyProcess.spawn([path, *command[1:]], cwd=spec["cwd"], env=env, dimensions=(PTY_ROWS, PTY_COLS),
+                                preexec_fn=preexec, pass_fds=(stdin_fd,))
+    finally:
+        os.close(stdin_fd)
+    return proc.pid, {proc.fd: STDOUT}, proc  # the PtyProcess owns the master fd
+
+
 class SupervisorWatch:
     """Self-heal: follow the job's current supervisor; start a replacement when it dies or its lease expires."""
 
@@ -193,72 +261,6 @@ class Keeper:
     def _on_release(self, signum, frame) -> None:
         self.released = True
 
-    def _preexec(self) -> None:
-        procs.restore_default_signals(self.spec.get("ignored_signals", ()))
-
-    def _command_env(self) -> dict[str, str]:
-        env = dict(self.base_env)
-        env.update(self.spec.get("env_set") or {})
-        for key in self.spec.get("env_unset") or ():
-            env.pop(key, None)
-        return env
-
-    def _spawn(self) -> None:
-        command = self.spec["command"]
-        if self.spec.get("pty"):
-            self._spawn_pty(command)
-            return
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        for fd in (out_r, err_r):
-            _grow_pipe(fd)
-        stdin = None if self.spec.get("stdin_inherit") else subprocess.DEVNULL
-        try:
-            proc = subprocess.Popen(command, stdin=stdin, stdout=out_w, stderr=err_w, cwd=self.spec["cwd"],
-                                    env=self._command_env(), process_group=0, restore_signals=True,
-                                    preexec_fn=self._preexec)
-        finally:
-            os.close(out_w)
-            os.close(err_w)
-        proc.returncode = 0  # we reap it ourselves; keep Popen from trying
-        self.child_pid = proc.pid
-        self.streams = {out_r: STDOUT, err_r: STDERR}
-
-    def _spawn_pty(self, command: list[str]) -> None:
-        import shutil
-
-        from ptyprocess import PtyProcess
-
-        env = self._command_env()
-        exe = command[0]
-        path = exe if "/" in exe else shutil.which(exe, path=env.get("PATH", os.defpath))
-        if path is None:
-            candidates = [os.path.join(d, exe) for d in env.get("PATH", os.defpath).split(os.pathsep)]
-            if any(os.path.exists(c) for c in candidates):
-                raise PermissionError(errno.EACCES, "Permission denied", exe)
-            raise FileNotFoundError(errno.ENOENT, "No such file or directory", exe)
-        if not os.path.exists(path):
-            raise FileNotFoundError(errno.ENOENT, "No such file or directory", exe)
-        if os.path.isdir(path) or not os.access(path, os.X_OK):
-            raise PermissionError(errno.EACCES, "Permission denied", exe)
-        # stdout and stderr go to the pty; stdin is the keeper's own (/dev/null, or hbwrap's terminal), as
-        # without --pty: a program that reads stdin unattended sees EOF instead of waiting for a deadline.
-        stdin_fd = os.dup(0)
-
-        def preexec() -> None:
-            os.dup2(stdin_fd, 0)
-            os.close(stdin_fd)
-            self._preexec()
-
-        try:
-            proc = PtyProcess.spawn([path, *command[1:]], cwd=self.spec["cwd"], env=env,
-                                    dimensions=(PTY_ROWS, PTY_COLS), preexec_fn=preexec, pass_fds=(stdin_fd,))
-        finally:
-            os.close(stdin_fd)
-        self.child_pid = proc.pid
-        self.streams = {proc.fd: STDOUT}
-        self._pty_keepalive = proc  # owns the master fd
-
     def _reader_caught_up(self, generation: int) -> bool:
         """May the log rotate now? Rotating deletes generation-1: only once the supervisor has reached it.
 
@@ -305,7 +307,7 @@ class Keeper:
         writer = LogWriter(self.job.log_file, self.job.index_file, int(self.spec["log_max_size"]),
                            may_rotate=self._reader_caught_up)
         try:
-            self._spawn()
+            self.child_pid, self.streams, self._pty_keepalive = spawn(self.spec, self.base_env)
         except OSError as exc:
             code = 127 if exc.errno == errno.ENOENT else 126
             self.record.update(exec_error=code, exec_message=exc.strerror or str(exc), ended_at=time.time())

@@ -53,6 +53,25 @@ def apply_env(base: dict[str, str], changes: tuple[dict[str, str], list[str]]) -
     return env
 
 
+def keeper_spec(opts: RunOptions, rec: RunRecord, changes: tuple[dict[str, str], list[str]], state_dir: str,
+                ignored_signals: list[int], supervisor_start: int | None) -> dict:
+    """What the keeper of attempt `rec.attempt` needs to know (keeper-spec.json; no secrets beyond the command)."""
+    return {"run_id": rec.run_id, "attempt": rec.attempt, "name": opts.name, "state_dir": state_dir,
+            "command": list(opts.command), "cwd": opts.cwd, "pty": opts.pty, "kill_signal": opts.kill_signal,
+            "grace_s": opts.grace_s, "log_max_size": opts.log_max_size, "ignored_signals": ignored_signals,
+            "stdin_inherit": os.isatty(0), "env_set": changes[0], "env_unset": changes[1],
+            "self_heal": opts.self_heal, "supervisor_pid": os.getpid(), "supervisor_start": supervisor_start,
+            "lease_s": opts.lease_s}
+
+
+def probe_env(opts: RunOptions, rec: RunRecord, base: dict[str, str], checkpoint_path: Path,
+              heartbeat_path: Path) -> dict[str, str]:
+    """A probe gets the command's environment plus HBWRAP_CHILD_PID."""
+    env = apply_env(base, env_changes(opts, rec, None, checkpoint_path, heartbeat_path, base))
+    env["HBWRAP_CHILD_PID"] = str(rec.child_pid)
+    return env
+
+
 def attempt_markers(rec: RunRecord, heartbeat_path: Path) -> dict[str, str]:
     """Environment entries unique to one attempt: how its processes are found once their keeper is gone."""
     return {"HBWRAP_RUN_ID": rec.run_id, "HBWRAP_ATTEMPT": str(rec.attempt), "HBWRAP_HEARTBEAT_FILE": str(heartbeat_path)}

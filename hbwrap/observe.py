@@ -12,6 +12,7 @@ from hbwrap.output import STDERR, STDOUT, LogFollower, log_position
 from hbwrap.policy import Observations
 
 PUMP_BUDGET = 8 * 1024 * 1024  # bytes of output handled before deadlines are looked at again
+POLL_FALLBACK_S = 0.1          # without inotify, files and the keeper's record are looked at this often
 UNBOUNDED = 1 << 62
 
 
@@ -179,6 +180,23 @@ class Observer:
 
     def watched_dirs(self) -> set[str]:
         return {str(self.job.path), str(self.checkpoint_path.parent), str(self.heartbeat_path.parent)}
+
+    def open_inotify(self, verbose: bool):
+        """An inotify watch of every directory whose files matter, or None (then files are polled)."""
+        from hbwrap.inotify import Inotify
+
+        inotify = None
+        try:
+            inotify = Inotify()
+            for d in self.watched_dirs():
+                inotify.watch_dir(d)
+            return inotify
+        except OSError as exc:
+            if inotify is not None:
+                inotify.close()
+            if verbose:
+                self.note(f"inotify unavailable ({exc.strerror or exc}); checking files every {POLL_FALLBACK_S}s")
+            return None
 
     def check_files(self, changed: set | None, obs: Observations) -> None:
         """`changed`: the (dir, name) pairs inotify reported, or None to look at every file."""

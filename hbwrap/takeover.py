@@ -102,7 +102,7 @@ def adopt(sup, doc: dict, killed_hung: int | None) -> None:
     """Take over the orphaned run recorded in `doc`: same run id, attempt, options and deadlines."""
     job = sup.job
     opts = recorded_options(job, doc, sup.state_dir)
-    sup._use_options(replace(opts, quiet=opts.quiet or sup.opts.quiet, verbose=opts.verbose or sup.opts.verbose))
+    sup.use_options(replace(opts, quiet=opts.quiet or sup.opts.quiet, verbose=opts.verbose or sup.opts.verbose))
     now = sup.clock.mono()
     rec = RunRecord.from_doc(doc, sup.clock.wall() - now)
     previous = rec.supervisor_pid
@@ -110,7 +110,7 @@ def adopt(sup, doc: dict, killed_hung: int | None) -> None:
     if sup.by == "keeper":
         rec.heals += 1
     st = RunState(rec, stopped_by=sup.stopped_by)
-    sup.st = st
+    sup.st = sup.journal.st = st
     events = [e for e in job.read_events() if e.get("run_id") == rec.run_id]
     st.sigkill_noted = any(e.get("event") == Event.KILL.value and e.get("signal") == "SIGKILL"
                            and e.get("attempt") == rec.attempt for e in events)
@@ -118,9 +118,9 @@ def adopt(sup, doc: dict, killed_hung: int | None) -> None:
     sup.observer.set_baseline(sup.observer.baseline())  # what the files hold now is what the last supervisor saw
     what = _adopted_phase(sup, st, now)
     sup.write_state()  # claims the job: a hung predecessor that wakes up now sees a newer generation
-    sup.start_alerter()
-    if sup.alerter is not None:
-        sup.alerter.replay(events)
+    sup.journal.start_alerts(sup.observer.output_tail)
+    if sup.journal.alerter is not None:
+        sup.journal.alerter.replay(events)
     sup.catch_up = True  # the first wake-up scans what was written unwatched before anything is decided
     held = sup.handle or sup.standby
     sup.emit(Event.TAKEOVER, by=sup.by, previous_supervisor_pid=previous, supervisor_pid=os.getpid(),
@@ -216,7 +216,7 @@ def stop_job(state_dir: StateDir, name: str, timeout_s: float | None) -> int:
             return stop_job(state_dir, name, max(1.0, end - time.monotonic()))
         return 0
     sup = Supervisor(replace(opts, quiet=False), by="stop", discard_output=True)  # hbwrap's lines, not the command's
-    sup.signals.append(int(signal.SIGTERM))  # stop as soon as the run is adopted
+    sup.signals.received.append(int(signal.SIGTERM))  # stop as soon as the run is adopted
     sup.stopped_by = "hbwrap stop; it had no live supervisor"
     code = sup.run(takeover_only=True)
     return 0 if code == 128 + signal.SIGTERM else 1

@@ -41,7 +41,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ["startup", "output", "binary", "idle", "detection", "kill", "memory", "scale", "takeover"]
+SCENARIOS = ["startup", "output", "binary", "idle", "detection", "kill", "memory", "scale", "takeover", "selfheal",
+             "blocked"]
 ALIASES = {
     "start-up": "startup", "output-throughput": "output", "throughput": "output", "text": "output",
     "binary-throughput": "binary", "idle-cost": "idle", "detection-precision": "detection",
@@ -57,18 +58,18 @@ FULL = dict(
     startup_runs=20, stream_bytes=GiB, stream_runs=5, idle_window=60.0, idle_jobs=3,
     detection_runs=20, detection_timeout_runs=5, kill_runs=5, kill_timeout_runs=2, kill_procs=50,
     kill_grace=1.0, memory_line=300_000_000, memory_runs=3, memory_hold=1.0, scale_jobs=100,
-    scale_window=60.0, takeover_runs=5,
+    scale_window=60.0, takeover_runs=5, selfheal_runs=7, blocked_runs=5,
 )
 QUICK = dict(
     FULL, startup_runs=7, stream_bytes=256 * MiB, stream_runs=3, idle_window=10.0, idle_jobs=2,
     detection_runs=8, detection_timeout_runs=2, kill_runs=3, kill_timeout_runs=1,
-    memory_line=100_000_000, memory_runs=1, scale_window=10.0, takeover_runs=3,
+    memory_line=100_000_000, memory_runs=1, scale_window=10.0, takeover_runs=3, selfheal_runs=3, blocked_runs=2,
 )
 SMOKE = dict(
     FULL, startup_runs=1, stream_bytes=4 * MiB, stream_runs=1, idle_window=1.0, idle_jobs=1,
     detection_runs=1, detection_timeout_runs=1, kill_runs=1, kill_timeout_runs=1, kill_procs=12,
     kill_grace=0.5, memory_line=2_000_000, memory_runs=1, memory_hold=0.3, scale_jobs=3,
-    scale_window=1.0, takeover_runs=1,
+    scale_window=1.0, takeover_runs=1, selfheal_runs=1, blocked_runs=1,
 )
 
 # --- helper programs run as the supervised commands -------------------------------------------------
@@ -1121,7 +1122,8 @@ class Bench:
         lat, details = [], []
         for i in range(self.s["takeover_runs"]):
             job = self.job_name("takeover")
-            p = self.spawn([self.hbwrap, "run", "--name", job, "--response-timeout", "1h", "--", "sleep", "600"])
+            p = self.spawn([self.hbwrap, "run", "--name", job, "--response-timeout", "1h", "--no-self-heal", "--",
+                            "sleep", "600"])
             ok = wait_for(lambda: self.event(job, "attempt_start") and self.keeper_pid(job), timeout=30)
             if not ok:
                 raise RuntimeError("takeover: the job never started")
@@ -1143,6 +1145,63 @@ class Bench:
         self.row("takeover", "hbwrap watch", "takeover event after watch starts", "ms", lat, target="≤ 300 ms",
                  passed=m is not None and m <= 300 and None not in lat)
         self.raw["takeover"] = {"latency_ms": lat, "runs": details}
+
+    def sc_selfheal(self):
+        """SIGKILL of the supervisor, nobody else helping: time until its keeper's replacement took over."""
+        lat, details = [], []
+        for i in range(self.s["selfheal_runs"]):
+            job = self.job_name("selfheal")
+            p = self.spawn([self.hbwrap, "run", "--name", job, "--response-timeout", "1h", "--", "sleep", "600"])
+            if not wait_for(lambda: self.event(job, "attempt_start") and self.keeper_pid(job), timeout=30):
+                raise RuntimeError("selfheal: the job never started")
+            time.sleep(0.3)
+            t0 = time.time()
+            p.kill()
+            p.wait()
+            ev = wait_for(lambda: self.event(job, "takeover"), timeout=15, every=0.005)
+            latency = (parse_iso(ev["ts"]) - t0) * 1000 if ev else None
+            lat.append(latency)
+            details.append({"run": i, "latency_ms": latency, "by": ev and ev.get("by")})
+            self.stop_job(job)
+        m = median(lat)
+        self.row("selfheal", "hbwrap keeper", "SIGKILL of the supervisor → takeover by its keeper", "ms", lat,
+                 target="≤ 1000 ms", passed=m is not None and m <= 1000 and None not in lat,
+                 note="includes the keeper's 0.5 s wait for a takeover already on its way")
+        self.raw["selfheal"] = {"latency_ms": lat, "runs": details}
+
+    def sc_blocked(self):
+        """Nobody reads hbwrap's stdout (`| sleep 600`): how late --timeout 2s still fires."""
+        late, details = [], []
+        for i in range(self.s["blocked_runs"]):
+            job = self.job_name("blocked")
+            read_end, write_end = os.pipe()
+            try:
+                gen = [sys.executable, str(self.tmp / "gen.py"), str(8 * MiB), "binary"]
+                p = self.spawn([self.hbwrap, "run", "--name", job, "--timeout", "2s", "--grace", "0.2s",
+                                "--restart", "never", "--", "sh", "-c", '"$@"; sleep 600', "sh", *gen],
+                               stdout=write_end)
+                os.close(write_end)
+                stall = wait_for(lambda: self.event(job, "stall"), timeout=30, every=0.005)
+                start = self.event(job, "attempt_start")
+                lateness = ((parse_iso(stall["ts"]) - parse_iso(start["ts"]) - 2.0) * 1000
+                            if stall and start else None)
+                late.append(lateness)
+                details.append({"run": i, "lateness_ms": lateness})
+            finally:
+                os.close(read_end)
+            self.terminate([p], timeout=15)
+            self.sweep()
+            self.drop_job(job)
+        m = median(late)
+        self.row("blocked", "hbwrap run | (blocked reader)", "--timeout 2s fires late by", "ms", late,
+                 target="≤ 100 ms", passed=m is not None and m <= 100 and None not in late)
+        self.raw["blocked"] = {"lateness_ms": late, "runs": details}
+
+    def stop_job(self, job: str) -> None:
+        subprocess.run([self.hbwrap, "stop", job, "--timeout", "15s"], env=self.env, cwd=self.tmp,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+        self.sweep()
+        self.drop_job(job)
 
 
 # --- machine description -------------------------------------------------------------------------------

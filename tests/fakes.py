@@ -91,7 +91,7 @@ class World:
         while self.at and self.at[0][0] <= now:
             _, action = self.at.pop(0)
             if action[0] == "signal":
-                self.sup.signals.append(action[1])
+                self.sup.signals.received.append(action[1])
             elif action[0] == "kill_supervisor":
                 raise Killed()
             elif action[0] == "superseded":
@@ -108,8 +108,8 @@ class World:
 
     def _ready(self, wanted: set[int]) -> set[int]:
         ready = set()
-        if self.sup is not None and len(self.sup.signals) > self.sup.signals_seen:
-            ready.add(self.sup.wake_r)
+        if self.sup is not None and len(self.sup.signals.received) > self.sup.signals.seen:
+            ready.add(self.sup.signals.fd)
         for handle in self.handles.values():
             ready |= handle.ready_tokens()
         ready |= {p.pidfd for p in self.probes if p.result() is not None}

@@ -17,7 +17,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "scripts" / "bench.py"
-SCENARIOS = ["startup", "output", "binary", "idle", "detection", "kill", "memory", "scale", "takeover"]
+SCENARIOS = ["startup", "output", "binary", "idle", "detection", "kill", "memory", "scale", "takeover", "selfheal",
+             "blocked"]
 
 
 @pytest.mark.timeout(120)

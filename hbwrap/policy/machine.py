@@ -1,216 +1,28 @@
-"""Pure decisions, no I/O: the run's state machine, its deadlines, what follows an attempt, and when to wake up.
-
-`advance(st, obs, now, opts, rng)` is the whole of supervision's judgement: it takes what the supervisor
-observed at one wake-up, moves the run state `st` on (attempt phase, stopping with its grace and
-fallback, back-off, lease renewal) and returns the actions for the supervisor to carry out; `wake_at`
-says when something is next due. The supervisor loop and the takeover path both run through here, so a
-decision is made the same way whoever makes it.
-"""
+"""The run's state machine: `advance` moves a run on from one wake-up's observations and returns the actions;
+`wake_at` says when something is next due. Pure: no I/O, every instant is passed in (monotonic seconds)."""
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
 
-from hbwrap.model import (AttemptEnd, Decision, DecisionKind, Event, Phase, RestartMode, RunRecord, StallReason,
-                          Status)
+from hbwrap.model import AttemptEnd, Decision, DecisionKind, Event, Phase, RunRecord, StallReason, Status
 from hbwrap.options import RunOptions, signal_name
-
-# when several deadlines fall due together, the one that says most about the run wins
-_PRIORITY = {StallReason.DEADLINE: 0, StallReason.TIMEOUT: 1, StallReason.RESPONSE: 2, StallReason.PROGRESS: 3,
-             StallReason.PROBE: 4}
+from hbwrap.policy.deadlines import (clocks_of, decide, due_stall, next_deadline, renew_interval_s,
+                                     run_deadline_at)
+from hbwrap.policy.state import (FAIL, FORCE_KILL, KILL_PROBE, LAUNCH, RELEASE_KEEPER, REPLAY_QUIET,
+                                 REQUEST_STOP, SIGNAL_GROUP, START_PROBE, SWEEP, WRITE_STATE, Action,
+                                 Observations, RunState)
+from hbwrap.policy.state import emit as _emit
+from hbwrap.policy.state import say as _say
 
 HANDSHAKE_TIMEOUT_S = 30.0    # a keeper that has not reported by then is abandoned
 STATE_FLUSH_S = 1.0           # liveness fields reach state.json at most this late
-STATE_RENEW_S = 10.0          # an idle supervisor still rewrites its record (its lease) this often
 CHECKPOINT_EVENT_SPACING_S = 0.05  # at most 20 checkpoint events a second; the latest value is never lost
 KILL_FALLBACK_S = 5.0         # beyond --grace: if the keeper has not finished the kill, do it ourselves
 SIGKILL = 9
 
 
-# --- deadlines -------------------------------------------------------------------------------------
-
-@dataclass
-class Clocks:
-    """Monotonic instants (seconds) the deadlines are computed from."""
-
-    run_started: float
-    attempt_started: float
-    last_life: float
-    last_progress: float
-
-
-def clocks_of(rec: RunRecord) -> Clocks:
-    attempt = rec.attempt_started_at if rec.attempt_started_at is not None else \
-        (rec.started_at if rec.started_at is not None else 0.0)
-    return Clocks(rec.started_at if rec.started_at is not None else 0.0, attempt,
-                  max(rec.last_life_at, attempt) if rec.last_life_at is not None else attempt,
-                  max(rec.last_progress_at, attempt) if rec.last_progress_at is not None else attempt)
-
-
-def _enabled(value: float | None) -> bool:
-    return value is not None and value > 0
-
-
-def deadlines(opts: RunOptions, clocks: Clocks) -> list[tuple[float, StallReason]]:
-    """Every armed deadline of the current attempt as (instant, reason)."""
-    found = []
-    clocks_start = clocks.attempt_started + opts.start_grace_s
-    if _enabled(opts.response_timeout_s):
-        found.append((max(clocks.last_life, clocks_start) + opts.response_timeout_s, StallReason.RESPONSE))
-    if _enabled(opts.progress_timeout_s):
-        found.append((max(clocks.last_progress, clocks_start) + opts.progress_timeout_s, StallReason.PROGRESS))
-    if _enabled(opts.timeout_s):
-        found.append((clocks.attempt_started + opts.timeout_s, StallReason.TIMEOUT))
-    run_deadline = run_deadline_at(opts, clocks.run_started)
-    if run_deadline is not None:
-        found.append((run_deadline, StallReason.DEADLINE))
-    return found
-
-
-def next_deadline(opts: RunOptions, clocks: Clocks) -> tuple[float, StallReason] | None:
-    found = deadlines(opts, clocks)
-    return min(found, key=lambda d: (d[0], _PRIORITY[d[1]])) if found else None
-
-
-def due_stall(opts: RunOptions, clocks: Clocks, now: float) -> StallReason | None:
-    """The reason the attempt has stalled at `now`, or None while every deadline is still ahead."""
-    due = [d for d in deadlines(opts, clocks) if d[0] <= now]
-    return min(due, key=lambda d: _PRIORITY[d[1]])[1] if due else None
-
-
-def run_deadline_at(opts: RunOptions, run_started: float) -> float | None:
-    return run_started + opts.deadline_s if _enabled(opts.deadline_s) else None
-
-
-def backoff_delay(opts: RunOptions, restart_number: int, rng: random.Random) -> float:
-    """Wait before restart k (1-based): backoff × 2^(k-1), capped, with jitter keeping it in [50%, 100%]."""
-    base = min(opts.backoff_s * (2 ** min(restart_number - 1, 62)), opts.backoff_max_s)
-    return base * rng.uniform(0.5, 1.0)
-
-
-def exit_code_of(end: AttemptEnd) -> int:
-    if end.exec_error is not None:
-        return end.exec_error
-    if end.signal is not None:
-        return 128 + end.signal
-    if end.exit_code is not None:
-        return end.exit_code
-    return 125  # the exit status is unknown, or the command was stopped because its keeper was lost
-
-
-def decide(opts: RunOptions, end: AttemptEnd, restarts_done: int, now: float, run_started: float,
-           rng: random.Random) -> Decision:
-    """What follows an attempt that ended as `end`, after `restarts_done` restarts in this run.
-
-    A lost keeper is retried as a stall would be (it was not the command's failure), with exit 125 if the
-    run ends there.
-    """
-    if end.succeeded:
-        return Decision(DecisionKind.SUCCEED, 0)
-    if end.exec_error is not None:
-        what = "command not found" if end.exec_error == 127 else "command not executable"
-        return Decision(DecisionKind.ESCALATE, end.exec_error, what)
-    deadline = run_deadline_at(opts, run_started)
-    if end.stall is StallReason.DEADLINE or (deadline is not None and now >= deadline):
-        return Decision(DecisionKind.ESCALATE, 124, "deadline")
-    if end.lost:
-        code = 124 if end.stall is not None else 125
-    else:
-        code = 124 if end.stall is not None else exit_code_of(end)
-    if end.stall is not None or end.lost:
-        retryable = opts.restart in (RestartMode.ON_STALL, RestartMode.ON_FAILURE)
-    else:
-        retryable = opts.restart is RestartMode.ON_FAILURE and (
-            opts.retry_exit_codes is None or code in opts.retry_exit_codes)
-    if end.fatal:
-        return Decision(DecisionKind.ESCALATE, code, "fatal")
-    if retryable and restarts_done < opts.max_restarts:
-        return Decision(DecisionKind.RESTART, code, "restart",
-                        delay_s=backoff_delay(opts, restarts_done + 1, rng))
-    if retryable:
-        return Decision(DecisionKind.ESCALATE, code, "restarts exhausted")
-    if end.lost:
-        return Decision(DecisionKind.ESCALATE, code, "keeper lost")
-    if end.stall is not None:
-        return Decision(DecisionKind.ESCALATE, code, "stall")
-    return Decision(DecisionKind.FAIL, code, "exit")
-
-
-# --- the state machine -----------------------------------------------------------------------------
-
-@dataclass
-class Observations:
-    """What the supervisor found at one wake-up (everything is optional)."""
-
-    output: bool = False                   # new output bytes
-    life: bool = False                     # the heartbeat file was touched
-    progress: list = field(default_factory=list)  # progress: a checkpoint value each, or None for a change without one
-    fatal_lines: list = field(default_factory=list)
-    signals: list = field(default_factory=list)
-    launched: tuple | None = None          # ("ok", pid, start) | ("exec", code, message) | ("lost", started, text)
-    ended: dict | None = None              # the keeper's record, once it says the attempt's processes are gone
-    keeper_gone: bool = False              # the keeper process is gone and its record does not say it ended
-    command_alive: bool = False            # with keeper_gone: the command is still running, unkept
-    group_gone: bool = False               # stopping an unkept group: nothing of it is left
-    probe_exit: int | None = None          # the probe that finished: its exit code (-1: it timed out)
-
-
-@dataclass(frozen=True)
-class Action:
-    """Something for the supervisor to do. `kind` is one of the names below; `args` what it needs."""
-
-    kind: str
-    args: dict = field(default_factory=dict)
-
-
-LAUNCH, EMIT, SAY, REQUEST_STOP, FORCE_KILL, SIGNAL_GROUP, SWEEP = (
-    "launch", "emit", "say", "request_stop", "force_kill", "signal_group", "sweep")
-START_PROBE, KILL_PROBE, WRITE_STATE, RELEASE_KEEPER, FAIL, REPLAY_QUIET = (
-    "start_probe", "kill_probe", "write_state", "release_keeper", "fail", "replay_quiet")
-
-
-def _emit(event: Event, **fields) -> Action:
-    return Action(EMIT, {"event": event, "fields": {k: v for k, v in fields.items() if v is not None}})
-
-
-def _say(text: str) -> Action:
-    return Action(SAY, {"text": text})
-
-
-@dataclass
-class RunState:
-    """The explicit state of one run: its record (what state.json holds) and what lives only in memory."""
-
-    rec: RunRecord
-    phase: Phase = Phase.LAUNCH
-    end: AttemptEnd | None = None          # the attempt that ended, until it is decided on
-    stall: StallReason | None = None       # why the attempt is being stopped (None: a stop signal)
-    sigkill_noted: bool = False
-    forced: bool = False
-    unkept: bool = False                   # stopping a command group whose keeper is gone: we do it ourselves
-    signals: list = field(default_factory=list)
-    signals_acted: int = 0
-    stopped_by: str | None = None          # who asked for the stop when it was not a signal from outside
-    launch_deadline: float | None = None
-    launch_resume: str | None = None       # the HBWRAP_RESUME_FROM the attempt being started was given
-    next_probe_at: float | None = None
-    probe_started_at: float | None = None
-    probe_failures: int = 0
-    probe_detail: str = ""
-    pending_checkpoint: str | None = None
-    checkpoint_event_at: float = -1e9
-    state_written_at: float = -1e9
-    state_dirty: bool = False
-    exit_code: int | None = None           # hbwrap's exit code once the run is over
-
-
 def _run_start(rec: RunRecord, now: float) -> float:
     return rec.started_at if rec.started_at is not None else now
-
-
-def renew_interval_s(opts: RunOptions) -> float:
-    """How often an idle supervisor rewrites its record: at least every lease/3 (SPEC §3 --lease)."""
-    return max(0.05, min(STATE_RENEW_S, opts.lease_s / 3))
 
 
 def _fmt_s(seconds: float) -> str:

@@ -1,0 +1,72 @@
+"""The explicit state of a run as the state machine sees it, what it observes, and the actions it orders."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hbwrap.model import AttemptEnd, Event, Phase, RunRecord, StallReason
+
+
+@dataclass
+class Observations:
+    """What the supervisor found at one wake-up (everything is optional)."""
+
+    output: bool = False                   # new output bytes
+    life: bool = False                     # the heartbeat file was touched
+    progress: list = field(default_factory=list)  # progress: a checkpoint value each, or None for a change without one
+    fatal_lines: list = field(default_factory=list)
+    signals: list = field(default_factory=list)
+    launched: tuple | None = None          # ("ok", pid, start) | ("exec", code, message) | ("lost", started, text)
+    ended: dict | None = None              # the keeper's record, once it says the attempt's processes are gone
+    keeper_gone: bool = False              # the keeper process is gone and its record does not say it ended
+    command_alive: bool = False            # with keeper_gone: the command is still running, unkept
+    group_gone: bool = False               # stopping an unkept group: nothing of it is left
+    probe_exit: int | None = None          # the probe that finished: its exit code (-1: it timed out)
+
+
+@dataclass(frozen=True)
+class Action:
+    """Something for the supervisor to do. `kind` is one of the names below; `args` what it needs."""
+
+    kind: str
+    args: dict = field(default_factory=dict)
+
+
+LAUNCH, EMIT, SAY, REQUEST_STOP, FORCE_KILL, SIGNAL_GROUP, SWEEP = (
+    "launch", "emit", "say", "request_stop", "force_kill", "signal_group", "sweep")
+START_PROBE, KILL_PROBE, WRITE_STATE, RELEASE_KEEPER, FAIL, REPLAY_QUIET = (
+    "start_probe", "kill_probe", "write_state", "release_keeper", "fail", "replay_quiet")
+
+
+def emit(event: Event, **fields) -> Action:
+    return Action(EMIT, {"event": event, "fields": {k: v for k, v in fields.items() if v is not None}})
+
+
+def say(text: str) -> Action:
+    return Action(SAY, {"text": text})
+
+
+@dataclass
+class RunState:
+    """The explicit state of one run: its record (what state.json holds) and what lives only in memory."""
+
+    rec: RunRecord
+    phase: Phase = Phase.LAUNCH
+    end: AttemptEnd | None = None          # the attempt that ended, until it is decided on
+    stall: StallReason | None = None       # why the attempt is being stopped (None: a stop signal)
+    sigkill_noted: bool = False
+    forced: bool = False
+    unkept: bool = False                   # stopping a command group whose keeper is gone: we do it ourselves
+    signals: list = field(default_factory=list)
+    signals_acted: int = 0
+    stopped_by: str | None = None          # who asked for the stop when it was not a signal from outside
+    launch_deadline: float | None = None
+    launch_resume: str | None = None       # the HBWRAP_RESUME_FROM the attempt being started was given
+    next_probe_at: float | None = None
+    probe_started_at: float | None = None
+    probe_failures: int = 0
+    probe_detail: str = ""
+    pending_checkpoint: str | None = None
+    checkpoint_event_at: float = -1e9
+    state_written_at: float = -1e9
+    state_dirty: bool = False
+    exit_code: int | None = None           # hbwrap's exit code once the run is over
