@@ -43,9 +43,7 @@ got SIGTERM/SIGINT/SIGHUP (143: hbwrap stop); 2 usage; 75 --if-running fail.
 """
 
 # The panels of `hbwrap run --help`, in the order a person looks for things. Every run option belongs to
-# one (tests/test_docs.py checks it); where later options go: --activity and --repeat-timeout to
-# DEADLINES, --dump-signal/--dump-wait to STOPPING, --retry-after-pattern, --restart-check,
-# --restart-approval and --approval-default to RESTARTS, --self-heal, --lease-url and --host to TAKEOVER.
+# one (tests/test_docs.py checks it).
 DEADLINES = "Deadlines and signs of life"
 STOPPING = "Stopping"
 RESTARTS = "Restarts"
@@ -119,9 +117,13 @@ def run(
     probe_interval: Optional[str] = _opt(DEADLINES, "--probe-interval", "DUR", "Time between probes.", default="30s"),
     probe_timeout: Optional[str] = _opt(DEADLINES, "--probe-timeout", "DUR", "A probe running longer is killed and counts as a failure.", default="10s"),
     probe_failures: Optional[str] = _opt(DEADLINES, "--probe-failures", "N", "Consecutive probe failures that make a stall.", default="3"),
+    activity: Optional[str] = _opt(DEADLINES, "--activity", "LIST", "Also count the command's process-tree activity as a sign of life: cpu (its CPU time grew by at least 1% of one core), io (its read/write counters grew), or cpu,io. For silent but busy work: rsync, pg_dump, a compiler."),
+    repeat_timeout: Optional[str] = _opt(DEADLINES, "--repeat-timeout", "DUR", "Longest time in which the output holds no new line (every line equals one of the last 1,000 once digits and hex runs are masked): an agent looping on the same retry. Stall reason repeat."),
     # stopping
     kill_signal: Optional[str] = _opt(STOPPING, "--kill-signal", "SIG", "First signal sent to the child group when stopping it (TERM, SIGINT, 9).", default="TERM"),
     grace: Optional[str] = _opt(STOPPING, "--grace", "DUR", "After the first signal, wait this long, then SIGKILL the group and every descendant that escaped it.", default="10s"),
+    dump_signal: Optional[str] = _opt(STOPPING, "--dump-signal", "SIG", "Before stopping a stalled attempt, send this signal to the command (USR1 for Python's faulthandler.register, QUIT for Java and Go) and wait --dump-wait, so its stack dump lands in the log and the incident."),
+    dump_wait: Optional[str] = _opt(STOPPING, "--dump-wait", "DUR", "How long to wait for the stack dump before the kill signal.", default="2s"),
     # restarts
     restart: Optional[str] = _opt(RESTARTS, "--restart", "MODE", "When to start another attempt: never, on-stall (after stalls), on-failure (also after non-zero exits and deaths by signal).", default="on-stall"),
     max_restarts: Optional[str] = _opt(RESTARTS, "--max-restarts", "N", "Restarts allowed in one run; the next failure escalates.", default="3"),
@@ -130,6 +132,10 @@ def run(
     retry_exit_codes: Optional[str] = _opt(RESTARTS, "--retry-exit-codes", "LIST", "With on-failure, retry only these exit codes (1,2,75).", default="any non-zero"),
     fatal_pattern: Optional[List[str]] = _opt(RESTARTS, "--fatal-pattern", "REGEX", "An output line matching it makes this attempt's failure non-retryable, e.g. 'account suspended' (repeatable)."),
     resume: bool = typer.Option(True, "--resume/--no-resume", rich_help_panel=RESTARTS, show_default=True, help="Give the next attempt the last checkpoint in HBWRAP_RESUME_FROM."),
+    retry_after_pattern: Optional[List[str]] = _opt(RESTARTS, "--retry-after-pattern", "REGEX", "An output line matching it sets the delay before the next restart to the duration in group 1 (a rate limit) instead of the back-off; a delay past --deadline escalates at once (repeatable).", default="^\\s*retry[-_ ]after[:=]\\s*(\\S+)\\s*$"),
+    restart_check: Optional[str] = _opt(RESTARTS, "--restart-check", "CMD", "Before each restart, run CMD with sh -c (the alert environment plus HBWRAP_RESUME_FROM); restart only if it exits 0, else escalate (reason unsafe). For jobs with side effects: was the post already made?"),
+    restart_approval: Optional[str] = _opt(RESTARTS, "--restart-approval", "DUR", "Alert first: when a restart is due, alert restart_pending and wait up to DUR for hbwrap approve NAME (restart now) or hbwrap deny NAME (escalate); the wait counts against --deadline."),
+    approval_default: Optional[str] = _opt(RESTARTS, "--approval-default", "MODE", "What happens when --restart-approval passes with no answer: restart, or abort (escalate, reason no approval).", default="abort"),
     # alerts and pings
     alert_cmd: Optional[str] = _opt(ALERTS, "--alert-cmd", "CMD", "Run with sh -c for each alerted event; details arrive in HBWRAP_EVENT, HBWRAP_REASON, HBWRAP_EVENT_JSON, ... (never spliced into CMD)."),
     alert_webhook: Optional[List[str]] = _opt(ALERTS, "--alert-webhook", "URL", "HTTP POST for each alerted event, body per --webhook-format (repeatable; or $HBWRAP_ALERT_WEBHOOK, space-separated)."),
@@ -139,6 +145,8 @@ def run(
     # takeover and leases
     if_running: Optional[str] = _opt(TAKEOVER, "--if-running", "MODE", "When a live supervisor already runs this job: skip (exit 0 at once), fail (exit 75) or wait (for it to finish, then run).", default="skip"),
     lease: Optional[str] = _opt(TAKEOVER, "--lease", "DUR", "Renew the supervisor's lease at least every lease/3; one whose lease is older is hung: the next run or watch of the job kills it and takes over.", default="30s"),
+    lease_url: Optional[str] = _opt(TAKEOVER, "--lease-url", "URL", "Hold the job's lease in PostgreSQL (postgresql://...) instead of the state dir, so the same job line on several hosts runs on exactly one of them.", default="$HBWRAP_LEASE_URL"),
+    host: Optional[str] = _opt(TAKEOVER, "--host", "NAME", "This host's name in a shared lease and in status --fleet.", default="the host name"),
     self_heal: bool = typer.Option(True, "--self-heal/--no-self-heal", rich_help_panel=TAKEOVER, show_default=True, help="When the supervisor dies or hangs, its keeper starts a replacement (hbwrap watch NAME) by itself: within 2 s of a death, --lease + 2 s of a hang; at most 3 per run."),
     # output and files
     name: Optional[str] = _opt(FILES, "--name", "NAME", "Job name, [A-Za-z0-9._-]{1,64}; the default is the same for the same command line, so a crontab line is always one job.", default="derived from the command line"),
@@ -323,6 +331,10 @@ def config_show(
     settings["alert-webhook"] = [mask_url(u) for u in settings.get("alert-webhook") or []]
     if settings.get("ping-url"):
         settings["ping-url"] = mask_url(settings["ping-url"])
+    if settings.get("lease-url"):
+        from hbwrap.lease_url import mask_lease_url
+
+        settings["lease-url"] = mask_lease_url(settings["lease-url"])
     job = opts.name if params.get("name") or params.get("command") else None
     sys.stdout.write(to_toml(settings, origins if origin else None, job=job))
     return 0

@@ -15,7 +15,7 @@ import tomli_w
 
 from hbwrap.errors import ConfigError, HbwrapError, UsageError
 from hbwrap.model import EVENT_NAMES
-from hbwrap.options import (DEFAULT_PROGRESS_PATTERN, check_name, compile_pattern, parse_count, parse_duration,
+from hbwrap.options import (DEFAULT_PROGRESS_PATTERN, DEFAULT_RETRY_AFTER_PATTERN, check_name, compile_pattern, parse_count, parse_duration,
                             parse_exit_codes, parse_if_running, parse_restart, parse_signal, parse_size)
 
 CONFIG_MODE = 0o600
@@ -53,6 +53,16 @@ RUN_KEYS: dict[str, str] = {
     "webhook-format": "choice:json|slack|discord",
     "alert-on": "event-list",
     "ping-url": "string",
+    "restart-check": "string",
+    "restart-approval": "duration",
+    "approval-default": "choice:restart|abort",
+    "activity": "activity-list",
+    "repeat-timeout": "duration",
+    "dump-signal": "signal",
+    "dump-wait": "duration",
+    "retry-after-pattern": "regex-list",
+    "lease-url": "string",
+    "host": "string",
     "if-running": "choice:skip|fail|wait",
     "lease": "duration",
     "self-heal": "bool",
@@ -92,6 +102,16 @@ DEFAULTS: dict[str, Any] = {
     "webhook-format": "json",
     "alert-on": "stall,escalate,takeover,restart_pending",
     "ping-url": None,
+    "restart-check": None,
+    "restart-approval": None,
+    "approval-default": "abort",
+    "activity": None,
+    "repeat-timeout": None,
+    "dump-signal": None,
+    "dump-wait": "2s",
+    "retry-after-pattern": [DEFAULT_RETRY_AFTER_PATTERN],
+    "lease-url": None,
+    "host": None,
     "if-running": "skip",
     "lease": "30s",
     "self-heal": True,
@@ -115,6 +135,13 @@ UNSET_MEANS: dict[str, str] = {
     "retry-exit-codes": "any non-zero",
     "alert-cmd": "none",
     "ping-url": "none",
+    "restart-check": "none: restarts need no check",
+    "restart-approval": "none: restarts need no approval",
+    "activity": "none: only output, heartbeats and markers are signs of life",
+    "repeat-timeout": "no limit",
+    "dump-signal": "none",
+    "lease-url": "$HBWRAP_LEASE_URL, else none: the lease is in the state dir",
+    "host": "this host's name",
 }
 
 ONLY_IN_DEFAULTS = frozenset({"state-dir"})  # status/watch/stop must find every job's state without a job table
@@ -524,6 +551,12 @@ def _check_value(key: str, value: Any, base_dir: Path) -> Any:
         if not names:
             raise _Problem("must name at least one event")
         return ",".join(names)
+    if kind == "activity-list":
+        if isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            from hbwrap.activity import parse_activity
+
+            return ",".join(_usage(parse_activity, value, key)) or "none"
+        raise _Problem(f'expected "cpu", "io", "cpu,io" or an array of them, got {_got(value)}')
     if kind == "command":
         if not isinstance(value, list) or not value:
             raise _Problem(f'expected a non-empty array of strings like ["./job.sh", "--flag"], got {_got(value)}')
@@ -858,6 +891,9 @@ def run_settings(given: Mapping[str, Any], name: str | None, config_arg: str | N
     if env.get("HBWRAP_PING_URL") and origins["ping-url"] != "flag":
         settings["ping-url"] = env["HBWRAP_PING_URL"].strip()
         origins["ping-url"] = "$HBWRAP_PING_URL"
+    if env.get("HBWRAP_LEASE_URL") and origins["lease-url"] != "flag":
+        settings["lease-url"] = env["HBWRAP_LEASE_URL"].strip()
+        origins["lease-url"] = "$HBWRAP_LEASE_URL"
     accepted = inspect.signature(build_run_options).parameters
     kwargs = {key.replace("-", "_"): value for key, value in settings.items()
               if key.replace("-", "_") in accepted and origins[key] != "default"}

@@ -12,6 +12,7 @@ class Status(str, Enum):
     STARTING = "starting"
     RUNNING = "running"
     BACKOFF = "backoff"
+    AWAITING_APPROVAL = "awaiting-approval"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     ESCALATED = "escalated"
@@ -19,7 +20,7 @@ class Status(str, Enum):
     ORPHANED = "orphaned"
 
 
-ACTIVE_STATUSES = frozenset({Status.STARTING, Status.RUNNING, Status.BACKOFF})
+ACTIVE_STATUSES = frozenset({Status.STARTING, Status.RUNNING, Status.BACKOFF, Status.AWAITING_APPROVAL})
 ACTIVE_VALUES = frozenset(s.value for s in ACTIVE_STATUSES)
 
 
@@ -57,6 +58,7 @@ class StallReason(str, Enum):
     TIMEOUT = "timeout"
     PROBE = "probe"
     DEADLINE = "deadline"
+    REPEAT = "repeat"
 
 
 class RestartMode(str, Enum):
@@ -74,6 +76,8 @@ class Phase(str, Enum):
     STOPPING = "stopping"    # the kill signal was sent; grace, then SIGKILL, then our own fallback kill
     ENDED = "ended"          # the attempt has ended: what follows is decided next
     BACKOFF = "backoff"      # waiting before the next attempt
+    APPROVAL = "approval"    # --restart-approval: waiting for hbwrap approve / deny, or the approval deadline
+    CHECKING = "checking"    # --restart-check: its command runs; the restart waits for its verdict
     CLOSING = "closing"      # the run is over: alerts in flight and the keeper finish, then exit
     DONE = "done"
 

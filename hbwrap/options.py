@@ -11,6 +11,8 @@ from hbwrap.errors import UsageError
 from hbwrap.model import RestartMode
 
 DEFAULT_PROGRESS_PATTERN = r"^\s*checkpoint[:=]\s*(\S.*?)\s*$"
+DEFAULT_RETRY_AFTER_PATTERN = r"^\s*retry[-_ ]after[:=]\s*(\S+)\s*$"
+APPROVAL_DEFAULTS = ("abort", "restart")
 NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MAX_DURATION_S = 36500 * 86400  # 100 years: larger values are refused (and deadlines still fit in a datetime)
 MAX_SIZE = 2 ** 50  # 1 PiB
@@ -222,6 +224,16 @@ class RunOptions:
     webhook_format: str = "json"
     alert_on: tuple[str, ...] | None = None  # None: stall, escalate, takeover, restart_pending
     ping_url: str | None = None
+    restart_check: str | None = None
+    restart_approval_s: float | None = None
+    approval_default: str = "abort"
+    activity: tuple[str, ...] = ()
+    repeat_timeout_s: float | None = None
+    dump_signal: int | None = None
+    dump_wait_s: float = 2.0
+    retry_after_patterns: tuple[str, ...] = (DEFAULT_RETRY_AFTER_PATTERN,)
+    lease_url: str | None = None
+    host: str | None = None
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -234,7 +246,8 @@ class RunOptions:
         values = {k: v for k, v in data.items() if k in known}
         if values.get("alert_on") is not None:
             values["alert_on"] = tuple(values["alert_on"])
-        for key in ("command", "progress_patterns", "fatal_patterns", "alert_webhooks"):
+        for key in ("command", "progress_patterns", "fatal_patterns", "alert_webhooks", "activity",
+                    "retry_after_patterns"):
             if key in values and values[key] is not None:
                 values[key] = tuple(values[key])
         if values.get("retry_exit_codes") is not None:
@@ -288,7 +301,9 @@ def build_run_options(*, command: list[str], name: str | None, state_dir: str | 
                       max_restarts=None, backoff=None, backoff_max=None, retry_exit_codes=None,
                       fatal_pattern=None, resume=True, quiet=False, verbose=False, pty=False,
                       log_max_size=None, lease=None, self_heal=True, alert_cmd=None, alert_webhook=None, webhook_format=None,
-                      alert_on=None, ping_url=None) -> RunOptions:
+                      alert_on=None, ping_url=None, restart_check=None, restart_approval=None, approval_default=None,
+                      activity=None, repeat_timeout=None, dump_signal=None, dump_wait=None,
+                      retry_after_pattern=None, lease_url=None, host=None) -> RunOptions:
     """Validate raw option values (strings from the command line) into RunOptions; UsageError names the option."""
     if not command:
         raise UsageError("missing command: use hbwrap run [OPTIONS] -- COMMAND [ARG...]")
@@ -319,7 +334,10 @@ def build_run_options(*, command: list[str], name: str | None, state_dir: str | 
         raise UsageError(f"--webhook-format: unknown format {webhook_format!r} (use json, slack or discord)")
     if alert_cmd is not None and not str(alert_cmd).strip():
         raise UsageError("--alert-cmd: empty command")
+    more = _newer_options(restart_check, restart_approval, approval_default, activity, repeat_timeout, dump_signal,
+                          dump_wait, retry_after_pattern, lease_url, host)
     opts = RunOptions(
+        **more,
         alert_cmd=alert_cmd,
         alert_webhooks=webhooks,
         webhook_format=fmt,
@@ -357,3 +375,44 @@ def build_run_options(*, command: list[str], name: str | None, state_dir: str | 
         log_max_size=parse_size(log_max_size, "--log-max-size") if log_max_size is not None else 50 * 1000 * 1000,
     )
     return opts
+
+
+def check_host(text, option: str = "--host") -> str:
+    """A host name as others will see it in a shared lease: printable, no spaces, at most 255 characters."""
+    value = str(text).strip()
+    if not value or len(value) > 255 or any(c.isspace() or not c.isprintable() for c in value):
+        raise UsageError(f"{option}: invalid host name {text!r} (1-255 printable characters, no spaces)")
+    return value
+
+
+def _newer_options(restart_check, restart_approval, approval_default, activity, repeat_timeout, dump_signal,
+                   dump_wait, retry_after_pattern, lease_url, host) -> dict:
+    """The options of restart safety, incidents, activity, repetition and leases across hosts, validated."""
+    if restart_check is not None and not str(restart_check).strip():
+        raise UsageError("--restart-check: empty command")
+    default = "abort" if approval_default is None else str(approval_default).strip().lower()
+    if default not in APPROVAL_DEFAULTS:
+        raise UsageError(f"--approval-default: unknown value {approval_default!r} (use restart or abort)")
+    approval_s = _dur(restart_approval, "--restart-approval", None)
+    if restart_approval is not None and approval_s <= 0:
+        raise UsageError("--restart-approval: must be greater than 0")
+    patterns = tuple(retry_after_pattern) if retry_after_pattern else (DEFAULT_RETRY_AFTER_PATTERN,)
+    for p in patterns:
+        compile_pattern(p, "--retry-after-pattern")
+    if lease_url is not None:
+        from hbwrap.lease_url import parse_lease_url
+
+        parse_lease_url(lease_url)
+    kinds: tuple[str, ...] = ()
+    if activity is not None:
+        from hbwrap.activity import parse_activity
+
+        kinds = parse_activity(activity)
+    return dict(
+        restart_check=restart_check, restart_approval_s=approval_s, approval_default=default, activity=kinds,
+        repeat_timeout_s=_dur(repeat_timeout, "--repeat-timeout", None),
+        dump_signal=parse_signal(dump_signal, "--dump-signal") if dump_signal is not None else None,
+        dump_wait_s=_dur(dump_wait, "--dump-wait", 2.0),
+        retry_after_patterns=patterns, lease_url=str(lease_url).strip() if lease_url is not None else None,
+        host=check_host(host) if host is not None else None,
+    )

@@ -65,12 +65,12 @@ def test_finished_job_metrics_parse_with_official_parser():
     # stalls: a counter, every known reason present so that rate() works from the first scrape
     assert fams["hbwrap_stalls"][0] == "counter"
     stalls = {lab["reason"]: v for name, lab, v in fams["hbwrap_stalls"][2] if name == "hbwrap_stalls_total"}
-    assert stalls == {"response": 2, "progress": 1, "timeout": 0, "probe": 0, "deadline": 0}
+    assert stalls == {"response": 2, "progress": 1, "timeout": 0, "probe": 0, "deadline": 0, "repeat": 0}
     assert value(fams, "hbwrap_events", "hbwrap_events_total", event="attempt_start", **job) == 2
     assert value(fams, "hbwrap_events", "hbwrap_events_total", event="escalate", **job) == 0
     # the status state set: one series per status, exactly one of them 1
     states = {lab["status"]: v for _, lab, v in fams["hbwrap_status"][2]}
-    assert set(states) == {"starting", "running", "backoff", "succeeded", "failed", "escalated", "stopped",
+    assert set(states) == {"starting", "running", "backoff", "awaiting-approval", "succeeded", "failed", "escalated", "stopped",
                            "orphaned", "unreadable"}
     assert states["succeeded"] == 1 and sum(states.values()) == 1
     for name, (kind, doc, samples) in fams.items():
