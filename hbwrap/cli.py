@@ -256,6 +256,29 @@ def logs(
     return 0
 
 
+@app.command(rich_help_panel="Inspect")
+def incident(
+    name: str = JOB_ARGUMENT,
+    as_json: bool = typer.Option(False, "--json", help="The whole incident as JSON."),
+    run_id: Optional[str] = typer.Option(None, "--run", metavar="RUN_ID", help="Of this run (default: the latest)."),
+    attempt: Optional[int] = typer.Option(None, "--attempt", metavar="N", min=1, help="Of this attempt."),
+    state_dir: Optional[str] = STATE_DIR_OPTION,
+) -> int:
+    """What hbwrap saw when it decided to stop an attempt: the deadline that fired and its figures, the
+    process tree (state, wait channel, CPU, sockets), the last output lines, the checkpoint, a stack dump.
+
+    The job keeps its last 20. Exit 1 when there is none.
+
+    \b
+    Examples:
+      hbwrap incident reddit-3am
+      hbwrap incident research --attempt 2 --json | jq '.tree.processes[].wchan'
+    """
+    from hbwrap import views
+
+    return views.print_incident(_state_dir(state_dir).existing_job(name), as_json, run_id, attempt)
+
+
 @app.command(rich_help_panel="Supervise")
 def watch(
     name: str = JOB_ARGUMENT,

@@ -280,7 +280,13 @@ def process_line(proc: dict) -> str:
     return (f"{'  ' * int(proc.get('depth') or 0)}{proc['pid']} {proc['state']} {proc.get('state_word', '')}"
             f"  wchan {proc.get('wchan') or '-'}  cpu {_share_text(proc)}  rss {fmt_bytes(proc.get('rss_bytes') or 0)}"
             f"  age {fmt_span(proc.get('age_s') or 0)}  sockets {_sockets_text(proc)}{flags}"
-            f"  {' '.join(proc.get('argv') or [])}")
+            f"  {_argv_text(proc.get('argv') or [])}")
+
+
+def _argv_text(argv: list[str], limit: int = 240) -> str:
+    """A command line on one line: whitespace runs (a `python -c` script's newlines) shown as one space."""
+    text = " ".join(" ".join(str(a).split()) for a in argv)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def render_text(incident: dict) -> str:

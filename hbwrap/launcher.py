@@ -177,7 +177,38 @@ class AttemptHandle:
     def group_gone(self) -> bool:
         return not self.child_pid or not procs.group_members(self.child_pid)
 
+    def _roots(self) -> list[int]:
+        """The verified processes of this attempt the tree is read from: the keeper, the command's group."""
+        roots = [self.keeper_pid] if self.keeper_verified() else []
+        if self.command_alive():
+            roots.append(self.child_pid)
+        return roots
+
+    def sample(self, now: float) -> dict | None:
+        """The tree's CPU and I/O counters now (--activity, the incident's CPU baseline); None if unreadable."""
+        from hbwrap.activity import sample_tree
+
+        roots = self._roots()
+        if not roots:
+            return None
+        return sample_tree(roots, keeper_pid=self.keeper_pid if self.keeper_pid in roots else None, now_mono=now)
+
+    def snapshot(self, baseline: dict | None, now: float, wall: float, secrets) -> dict | None:
+        """What the attempt's tree is doing now (the incident): processes, states, sockets, CPU shares."""
+        from hbwrap.incident import snapshot
+
+        roots = self._roots()
+        if not roots:
+            return None
+        return snapshot(roots, cpu_baseline=baseline, now_mono=now, now_wall=wall, secrets=secrets,
+                        keeper_pid=self.keeper_pid if self.keeper_pid in roots else None)
+
     # --- acting ---------------------------------------------------------------------------------
+    def signal_command(self, sig: int) -> None:
+        """A signal to the command's main process only (--dump-signal), once it is verified."""
+        if self.command_alive():
+            procs.kill_quietly(self.child_pid, sig)
+
     def request_stop(self) -> None:
         """Ask the keeper to stop the attempt (kill signal, grace, SIGKILL to all its descendants)."""
         if self.keeper_verified():

@@ -189,6 +189,11 @@ class RunRecord:
     last_life_at: float | None = _f(_TIME)
     last_output_at: float | None = _f(_TIME)
     last_progress_at: float | None = _f(_TIME)
+    last_new_line_at: float | None = _f(_TIME)   # --repeat-timeout: the last line that was not a repeat
+    last_line_at: float | None = _f(_TIME)       # ... and the last line at all
+    retry_after_s: float | None = _f(_OPT_NUM)   # a retry-after marker of this attempt: the delay it asked for
+    dump_until: float | None = _f(_TIME)         # --dump-signal: the kill signal waits for the stack dump until then
+    incident: str | None = _f(_OPT_STR)          # the incident recorded when this attempt was stopped
     next_deadline_at: float | None = _f(_TIME)
     next_deadline: str | None = _f(_OPT_STR)
     restart_at: float | None = _f(_TIME)

@@ -12,6 +12,7 @@ from hbwrap.output import STDERR, STDOUT, LogFollower, log_position
 from hbwrap.policy import Observations
 
 PUMP_BUDGET = 8 * 1024 * 1024  # bytes of output handled before deadlines are looked at again
+PRIME_BYTES = 256 * 1024       # a takeover fills the repetition window from this much of the log before the cursor
 POLL_FALLBACK_S = 0.1          # without inotify, files and the keeper's record are looked at this often
 UNBOUNDED = 1 << 62
 
@@ -51,9 +52,14 @@ class Observer:
     """Follows the job's output log and files; one `gather` per wake-up of the supervisor loop."""
 
     def __init__(self, job: JobDir, progress, fatal, checkpoint_path: Path, heartbeat_path: Path, passthrough,
-                 note):
+                 note, retry_after=(), repeat: bool = False):
         self.job = job
-        self.progress_patterns, self.fatal_patterns = progress, fatal
+        self.progress_patterns, self.fatal_patterns, self.retry_after_patterns = progress, fatal, list(retry_after)
+        self.repeat = None
+        if repeat:  # --repeat-timeout: every line goes through it (the marker scan looks at few lines only)
+            from hbwrap.repeat import RepeatDetector
+
+            self.repeat = RepeatDetector()
         self.checkpoint_path, self.heartbeat_path = checkpoint_path, heartbeat_path
         self.own_checkpoint = checkpoint_path.parent == job.path  # the default ones, in the job dir
         self.own_heartbeat = heartbeat_path.parent == job.path
@@ -73,7 +79,8 @@ class Observer:
     def follow_from(self, run_id: str, generation: int, offset: int) -> None:
         self.run_id = run_id
         self.follower = LogFollower(self.job.log_file, self.job.index_file, generation, offset)
-        self.scanners = {s: MarkerScanner(self.progress_patterns, self.fatal_patterns) for s in (STDOUT, STDERR)}
+        self.scanners = {s: MarkerScanner(self.progress_patterns, self.fatal_patterns, self.retry_after_patterns)
+                         for s in (STDOUT, STDERR)}
         self.skipped_noted = 0
         self.save_cursor()
 
@@ -115,6 +122,17 @@ class Observer:
             pass
         return None
 
+    def output_since(self, position: tuple[int, int] | None, limit: int) -> bytes:
+        """What the log holds from `position` (a follower position) on, at most `limit` bytes."""
+        if position is None or position[0] != self.follower.position[0]:
+            return self.output_tail(limit)
+        try:
+            with os.fdopen(open_job_file(self.job.log_file, os.O_RDONLY), "rb") as f:
+                f.seek(position[1])
+                return f.read(limit)
+        except (OSError, StateError):
+            return b""
+
     def output_tail(self, n: int) -> bytes:
         """The last `n` bytes of this run's output (never the previous run's)."""
         try:
@@ -128,7 +146,26 @@ class Observer:
         except (OSError, StateError):
             return b""
 
-    def pump(self, obs: Observations, budget: int = PUMP_BUDGET) -> None:
+    def prime_repeat(self, last_new_at: float | None) -> None:
+        """A takeover: the lines before the cursor fill the repetition window, so the deadline goes on."""
+        if self.repeat is None:
+            return
+        gen, offset = self.follower.position
+        try:
+            with os.fdopen(open_job_file(self.job.log_file, os.O_RDONLY), "rb") as f:
+                start = max(0, offset - PRIME_BYTES)
+                f.seek(start)
+                data = f.read(offset - start)
+        except (OSError, StateError):
+            return
+        if start:
+            data = data[data.find(b"\n") + 1:]  # from a line start
+        at = last_new_at if last_new_at is not None else 0.0
+        self.repeat.last_new_at = at
+        self.repeat.feed(data, at)
+        self.repeat.last_new_at = at
+
+    def pump(self, obs: Observations, budget: int = PUMP_BUDGET, now: float = 0.0) -> None:
         got = 0
         pt = self.passthrough
         while got < budget:
@@ -144,6 +181,9 @@ class Observer:
                 if feeding:
                     pt.write(stream, data)
                 self._markers(self.scanners[stream].feed(data), obs)
+                if self.repeat is not None:
+                    lines = self.repeat.lines
+                    self._repeats(self.repeat.feed(data, now), lines, obs)
         pt.catch_up(self.follower.position)
         self.more_output = got >= budget
         if self.follower.skipped_generations != self.skipped_noted:
@@ -155,18 +195,28 @@ class Observer:
             self.save_cursor()
             obs.output = True
 
+    def _repeats(self, new: bool, lines_before: int, obs: Observations) -> None:
+        if self.repeat.lines > lines_before:  # lines ended in what was fed (a new one among them, or not)
+            obs.line = True
+            obs.new_line = obs.new_line or new
+
     def _markers(self, found, obs: Observations) -> None:
         for kind, value in found:
             if kind == "fatal":
                 obs.fatal_lines.append(value)
+            elif kind == "retry_after":
+                obs.retry_after.append(value)
             else:
                 obs.progress.append(value)
 
-    def drain(self, obs: Observations) -> None:
+    def drain(self, obs: Observations, now: float = 0.0) -> None:
         """Everything the attempt wrote, to its very end (its processes are gone): scan and pass it all."""
-        self.pump(obs, UNBOUNDED)
+        self.pump(obs, UNBOUNDED, now)
         for scanner in self.scanners.values():
             self._markers(scanner.flush(), obs)
+        if self.repeat is not None:
+            lines = self.repeat.lines
+            self._repeats(self.repeat.flush(now), lines, obs)
         self.check_files(None, obs)
 
     # --- files ---------------------------------------------------------------------------------------

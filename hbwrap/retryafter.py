@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import re
-from email.utils import parsedate_to_datetime
 
 from hbwrap.errors import HbwrapError
-from hbwrap.options import parse_duration
+from hbwrap.options import DEFAULT_RETRY_AFTER_PATTERN, parse_duration  # noqa: F401  (its home is options)
 
-DEFAULT_RETRY_AFTER_PATTERN = r"^\s*retry[-_ ]after[:=]\s*(\S+)\s*$"
 _DATE_HINT = re.compile(r"[A-Za-z]{3},\s")  # an HTTP-date starts with the day name: "Wed, 21 Oct 2015 ..."
 
 
@@ -36,6 +34,8 @@ def parse_retry_after(value: str, *, now_wall: float | None = None) -> float | N
 def _seconds_until(text: str, now_wall: float | None) -> float | None:
     if now_wall is None:
         return None
+    from email.utils import parsedate_to_datetime  # only for a date: the email package is not small
+
     try:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):

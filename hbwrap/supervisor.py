@@ -18,6 +18,7 @@ from pathlib import Path
 from hbwrap import lease, policy, procs
 from hbwrap.errors import HbwrapError
 from hbwrap.jobstore import JobDir, StateDir, new_run_id
+from hbwrap.incidents import Incidents
 from hbwrap.journal import Journal, message
 from hbwrap.launcher import Launcher, attempt_markers, env_changes, keeper_spec, probe_env
 from hbwrap.model import Event, Phase, RunRecord, Status
@@ -141,7 +142,10 @@ class Supervisor:
         heartbeat = Path(opts.heartbeat_file) if opts.heartbeat_file else self.job.default_heartbeat
         self.observer = Observer(self.job, [compile_pattern(p, "--progress-pattern") for p in opts.progress_patterns],
                                  [compile_pattern(p, "--fatal-pattern") for p in opts.fatal_patterns],
-                                 checkpoint, heartbeat, self.passthrough, self.say)
+                                 checkpoint, heartbeat, self.passthrough, self.say,
+                                 [compile_pattern(p, "--retry-after-pattern") for p in opts.retry_after_patterns],
+                                 repeat=bool(opts.repeat_timeout_s))
+        self.incidents = Incidents(self.job, opts)
         if self.journal is None:
             self.journal = Journal(self.job, self.clock, opts, self.passthrough)
             self.journal.my_start = self.my_start
@@ -297,7 +301,7 @@ class Supervisor:
             changed = self.inotify.read() if self.inotify.fd in ready else set()
         first, self.catch_up = self.catch_up, False
         recheck, self.recheck_keeper = self.recheck_keeper, False
-        self.observer.pump(obs, UNBOUNDED if first else PUMP_BUDGET)
+        self.observer.pump(obs, UNBOUNDED if first else PUMP_BUDGET, now)
         self.observer.check_files(None if first else changed, obs)
         if self.handle is not None:
             self._observe_attempt(obs, ready, changed, now, first or recheck)
@@ -305,6 +309,10 @@ class Supervisor:
             code = -1 if self.probe_killed else self.probe.result()
             if code is not None:
                 obs.probe_exit, self.probe, self.probe_killed = code, None, False
+        if self.incidents.sample is not None:  # asked for by policy (--activity)
+            obs.activity, self.incidents.sample = self.incidents.sample, None
+        elif self.handle is not None and self.st.phase is Phase.RUNNING:
+            self.incidents.keep_baseline(self.handle, now)
         if self.journal.alert_fd() in ready:
             self.journal.alerts_woke()
         self.journal.print_warnings()
@@ -331,10 +339,10 @@ class Supervisor:
                 h.close_pidfd()
                 record = h.ended_record()  # written just before the keeper died
                 if record is None:
-                    self.observer.drain(obs)
+                    self.observer.drain(obs, now)
                     obs.keeper_gone, obs.command_alive = True, h.command_alive()
             if record is not None:
-                self.observer.drain(obs)
+                self.observer.drain(obs, now)
                 obs.ended = record
         if st.unkept:
             obs.group_gone = h.group_gone()
@@ -370,6 +378,28 @@ class Supervisor:
         spec = keeper_spec(opts, rec, changes, str(self.state_dir.root), self.signals.ignored, self.my_start)
         hold = (self.stdout_fd, self.stderr_fd) if opts.self_heal else None
         self.handle = self.launcher.launch(opts, rec, spec, attempt_markers(rec, obs.heartbeat_path), hold)
+
+    def _do_stall(self, fields: dict, figures: dict) -> None:
+        """An incident of the attempt at the moment it is stopped (before any signal), then the stall event."""
+        inc = self.incidents.record(self.handle, self.st.rec, fields, figures, self.observer, self.clock)
+        if inc is not None:
+            self.st.rec.incident = inc["id"]
+            fields = {**fields, "incident": inc["id"], "incident_path": str(self.incidents.store.path_of(inc["id"])),
+                      "incident_summary": inc["summary"]}
+        self.emit(Event.STALL, **fields)
+
+    def _do_sample_activity(self) -> None:
+        self.incidents.sample = self.handle.sample(self.clock.mono()) if self.handle is not None else None
+        if self.incidents.sample is None:
+            self.incidents.sample = {"mono": self.clock.mono(), "cpu_s": 0.0, "io_bytes": 0, "procs": {},
+                                     "unreadable": True}
+
+    def _do_dump(self, signal: int) -> None:
+        self.incidents.dump_from = self.observer.follower.position
+        self.handle.signal_command(signal)
+
+    def _do_add_dump(self) -> None:
+        self.incidents.add_dump(self.observer)
 
     def _do_request_stop(self) -> None:
         self.handle.request_stop()

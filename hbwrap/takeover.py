@@ -116,7 +116,10 @@ def adopt(sup, doc: dict, killed_hung: int | None) -> None:
                            and e.get("attempt") == rec.attempt for e in events)
     sup.observer.follow_recorded(rec.run_id)
     sup.observer.set_baseline(sup.observer.baseline())  # what the files hold now is what the last supervisor saw
+    sup.observer.prime_repeat(rec.last_new_line_at)     # the repetition window, from the log before the cursor
     what = _adopted_phase(sup, st, now)
+    if sup.opts.activity and sup.handle is not None:     # what the tree's counters grow from, from now on
+        sup.incidents.sample, st.activity_wanted = sup.handle.sample(now), True
     sup.write_state()  # claims the job: a hung predecessor that wakes up now sees a newer generation
     sup.journal.start_alerts(sup.observer.output_tail)
     if sup.journal.alerter is not None:

@@ -389,3 +389,17 @@ def print_logs(job: JobDir, lines: int | None, follow: bool) -> None:
         if not active:
             return
         time.sleep(FOLLOW_POLL_S)
+
+
+def print_incident(job: JobDir, as_json: bool, run_id: str | None, attempt: int | None) -> int:
+    """`hbwrap incident`: the latest incident (of a run, of an attempt) as text or JSON; 1 when there is none."""
+    from hbwrap.incident import IncidentStore, render_text
+
+    found = IncidentStore(job.path).find(run_id=run_id, attempt=attempt)
+    if found is None:
+        which = " of run " + run_id if run_id else ""
+        which += f" attempt {attempt}" if attempt is not None else ""
+        sys.stderr.write(f"hbwrap: job {job.name} has no incident{which}\n")
+        return 1
+    _write(json.dumps(found, indent=2) + "\n" if as_json else render_text(found) + "\n")
+    return 0

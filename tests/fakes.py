@@ -182,8 +182,12 @@ class FakeHandle:
         self.ignores_term = False
         self.released = False
         self.reported = None        # the handshake line, once due
+        self.script_dump = next((step[1] for step in script if step[0] == "dumps"), None)
         self.stop_at: float | None = None
         self.record_dirty = False
+        self.cpu_busy: list[tuple[float, float]] = []  # (since, CPU seconds per second): a ("busy", rate) step
+        self.io_bytes = 0
+        self.dumps: list[int] = []
 
     # --- the world's side --------------------------------------------------------------------------
     def start(self, now: float) -> None:
@@ -240,6 +244,14 @@ class FakeHandle:
             self._end(t, exit_signal=action[1])
         elif kind == "ignore_term":
             self.ignores_term = True
+        elif kind == "busy":
+            self.cpu_busy.append((t, action[1]))
+        elif kind == "io":
+            self.io_bytes += action[1]
+        elif kind == "dump_signal":
+            self.dumps.append(action[1])
+            if self.script_dump:
+                self.world.log().write(STDERR, self.script_dump)
         elif kind == "keeper_dies":
             self.alive = False
         elif kind == "sigkill":
@@ -322,6 +334,21 @@ class FakeHandle:
 
     def sweep(self):
         return []
+
+    def sample(self, now):
+        from hbwrap.activity import ProcSample
+
+        cpu = sum(rate * max(0.0, now - since) for since, rate in self.cpu_busy)
+        procs = {self.child_pid: ProcSample(self.child_start, int(cpu * 100), 0, 0, self.io_bytes)}
+        return {"mono": now, "cpu_s": cpu, "io_bytes": self.io_bytes, "procs": procs, "keeper_pid": self.keeper_pid}
+
+    def snapshot(self, baseline, now, wall, secrets):
+        return {"roots": [self.keeper_pid, self.child_pid], "processes": [
+            {"pid": self.child_pid, "ppid": self.keeper_pid, "state": "S", "wchan": "do_sys_poll",
+             "cmdline": "cmd", "cpu_share": 0.0, "sockets": []}]}
+
+    def signal_command(self, sig):
+        self.events.append((self.world.clock.now, ("dump_signal", sig)))
 
     def release(self):
         self.released = True

@@ -72,9 +72,10 @@ def test_demo_then_every_command_it_and_the_readme_show_works_pasted(fresh_home)
     assert (home / ".local" / "state" / "hbwrap" / "demo" / "state.json").exists(), "the demo's job is gone"
 
     printed = printed_commands(demo.stdout)
-    steps, next_steps = printed[:3], printed[3:]
+    steps, next_steps = printed[:4], printed[4:]
     assert steps[0].startswith(".venv/bin/hbwrap run --name demo ") and " -- .venv/bin/python " in steps[0], steps
-    assert steps[1:] == [".venv/bin/hbwrap events demo", ".venv/bin/hbwrap status demo"], steps
+    assert steps[1:] == [".venv/bin/hbwrap events demo", ".venv/bin/hbwrap incident demo",
+                         ".venv/bin/hbwrap status demo"], steps
     assert next_steps, demo.stdout
 
     readme = [without_comment(c) for c in shell_commands(FIRST_SCREENS) if not c.startswith(NOT_PASTED)]
@@ -87,7 +88,8 @@ def test_demo_then_every_command_it_and_the_readme_show_works_pasted(fresh_home)
     expected = {  # what each pasted command must show
         steps[0]: "agent: all 8 items done",
         steps[1]: "stall (response)",
-        steps[2]: "succeeded",
+        steps[2]: "waiting for the next page to load",
+        steps[3]: "succeeded",
         ".venv/bin/hbwrap logs demo": "agent: all 8 items done",
         ".venv/bin/hbwrap run --help": "Deadlines and signs of life",
     }

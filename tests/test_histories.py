@@ -198,3 +198,95 @@ def test_a_superseded_supervisor_that_wakes_up_steps_down_without_acting(tmp_pat
     assert handle.command and not handle.events, "the command must not have been signalled"
     import json
     assert json.loads((tmp_path / "state" / "job" / "state.json").read_text())["supervisor_pid"] == 1
+
+
+# --- incidents, activity, repetition, stack dumps, retry-after (issue 14) -----------------------------
+
+def every(dt: float, until: float, action: tuple) -> list:
+    return [("at", round(k * dt, 6), action) for k in range(1, int(until / dt) + 1)]
+
+
+def test_a_stall_records_an_incident_before_any_signal_and_the_event_names_it(tmp_path):
+    supervise(tmp_path, {"response_timeout_s": 0.5, "grace_s": 0.1, "restart": _never()}, {1: [("out", b"x\n")]})
+    ev = events(tmp_path)
+    stall = next(e for e in ev if e["event"] == "stall")
+    assert stall["incident"].endswith("-1-1") and stall["incident_path"].endswith(stall["incident"] + ".json")
+    assert stall["incident_summary"], stall
+    import json
+    inc = json.loads(open(stall["incident_path"]).read())
+    assert inc["reason"] == "response" and inc["figures"]["limit_s"] == 0.5 and inc["output_tail"] == ["x"]
+    assert [e["event"] for e in ev].index("stall") < [e["event"] for e in ev].index("kill")
+
+
+def test_activity_cpu_keeps_a_silent_busy_command_alive(tmp_path):
+    code, _ = supervise(tmp_path, {"response_timeout_s": 1.0, "activity": ("cpu",), "grace_s": 0.1},
+                        {1: [("busy", 0.5), ("at", 3.5, ("exit", 0))]})
+    assert code == 0
+    assert "stall" not in [e["event"] for e in events(tmp_path)]
+
+
+def test_activity_does_not_save_an_idle_silent_command_and_says_what_it_measured(tmp_path):
+    code, _ = supervise(tmp_path, {"response_timeout_s": 1.0, "activity": ("cpu", "io"), "grace_s": 0.1,
+                                   "restart": _never()}, {1: [("out", b"started\n")]})
+    assert code == 124
+    stall = next(e for e in events(tmp_path) if e["event"] == "stall")
+    assert stall["detail"].startswith("no output and 0.0% CPU, 0 bytes I/O over 1s"), stall
+
+
+def test_activity_io_counts_writes(tmp_path):
+    code, _ = supervise(tmp_path, {"response_timeout_s": 1.0, "activity": ("io",), "grace_s": 0.1},
+                        {1: every(0.4, 2.8, ("io", 4096)) + [("at", 3.0, ("exit", 0))]})
+    assert code == 0 and "stall" not in [e["event"] for e in events(tmp_path)]
+
+
+def test_output_that_only_repeats_itself_is_a_repeat_stall(tmp_path):
+    loop = [("at", 0.1 * k, ("out", b"retry %d failed: HTTP 429 id=%08x\n" % (k, 0xdead0000 + k)))
+            for k in range(1, 60)]
+    code, _ = supervise(tmp_path, {"response_timeout_s": 10.0, "repeat_timeout_s": 2.0, "grace_s": 0.1,
+                                   "restart": _never()}, {1: [("out", b"starting\n"), *loop]})
+    assert code == 124
+    stall = next(e for e in events(tmp_path) if e["event"] == "stall")
+    assert stall["reason"] == "repeat" and "only repeats itself" in stall["detail"], stall
+
+
+def test_output_with_new_lines_is_never_a_repeat_stall(tmp_path):
+    words = [b"alpha", b"bravo", b"charlie", b"delta", b"echo", b"foxtrot", b"golf", b"hotel"]
+    lines = [("at", 0.3 * k, ("out", b"page %s %s done\n" % (words[k % 8], words[k // 8]))) for k in range(1, 20)]
+    code, _ = supervise(tmp_path, {"repeat_timeout_s": 1.0}, {1: [*lines, ("at", 6.0, ("exit", 0))]})
+    assert code == 0 and "stall" not in [e["event"] for e in events(tmp_path)]
+
+
+def test_dump_signal_goes_first_and_the_kill_waits_for_the_dump(tmp_path):
+    opts = {"response_timeout_s": 0.5, "grace_s": 0.2, "restart": _never(), "dump_signal": 10, "dump_wait_s": 1.0}
+    dump = b"Current thread 0x0001 (most recent call first):\n  File \"agent.py\", line 3 in wait\n"
+    code, world = supervise(tmp_path, opts, {1: [("dumps", dump), ("out", b"x\n")]})
+    assert code == 124 and world.handles[1].dumps == [10]
+    ev = events(tmp_path)
+    kills = [(e["signal"], e.get("reason")) for e in ev if e["event"] == "kill"]
+    assert kills[:2] == [("SIGUSR1", "dump"), ("SIGTERM", "response")], kills
+    from hbwrap.model import parse_iso
+    t = {e.get("reason"): parse_iso(e["ts"]) for e in ev if e["event"] == "kill"}
+    assert 1.0 <= t["response"] - t["dump"] < 1.01
+    import json
+    inc = json.loads(open(next(e for e in ev if e["event"] == "stall")["incident_path"]).read())
+    assert inc["stack_dump"].startswith("Current thread 0x0001"), inc
+
+
+def test_retry_after_sets_the_restart_delay(tmp_path):
+    from hbwrap.model import RestartMode
+    code, _ = supervise(tmp_path, {"restart": RestartMode.ON_FAILURE, "backoff_s": 0.1},
+                        {1: [("out", b"retry-after: 3s\n"), ("at", 0.1, ("exit", 1))], 2: [("at", 0.1, ("exit", 0))]})
+    assert code == 0
+    restart = next(e for e in events(tmp_path) if e["event"] == "restart")
+    assert restart["reason"] == "retry-after" and restart["delay_s"] == 3.0, restart
+
+
+def test_retry_after_past_the_deadline_escalates_at_once(tmp_path):
+    from hbwrap.model import RestartMode
+    code, world = supervise(tmp_path, {"restart": RestartMode.ON_FAILURE, "deadline_s": 10.0},
+                            {1: [("out", b"retry-after: 15m\n"), ("at", 0.1, ("exit", 1))]})
+    assert code == 124 and world.launches == 1
+    ev = events(tmp_path)
+    assert ev[-1]["event"] == "escalate" and ev[-1]["reason"] == "deadline", ev[-1]
+    from hbwrap.model import parse_iso
+    assert parse_iso(ev[-1]["ts"]) - parse_iso(ev[0]["ts"]) < 1.0, "at once, not at the deadline"

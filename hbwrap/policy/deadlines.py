@@ -10,7 +10,7 @@ from hbwrap.options import RunOptions
 
 # when several deadlines fall due together, the one that says most about the run wins
 _PRIORITY = {StallReason.DEADLINE: 0, StallReason.TIMEOUT: 1, StallReason.RESPONSE: 2, StallReason.PROGRESS: 3,
-             StallReason.PROBE: 4}
+             StallReason.REPEAT: 4, StallReason.PROBE: 5}
 STATE_RENEW_S = 10.0          # an idle supervisor still rewrites its record (its lease) this often
 
 
@@ -22,6 +22,8 @@ class Clocks:
     attempt_started: float
     last_life: float
     last_progress: float
+    last_new_line: float | None = None   # --repeat-timeout: the last line that was not a repeat ...
+    last_line: float | None = None       # ... and the last line at all
 
 
 def clocks_of(rec: RunRecord) -> Clocks:
@@ -29,7 +31,8 @@ def clocks_of(rec: RunRecord) -> Clocks:
         (rec.started_at if rec.started_at is not None else 0.0)
     return Clocks(rec.started_at if rec.started_at is not None else 0.0, attempt,
                   max(rec.last_life_at, attempt) if rec.last_life_at is not None else attempt,
-                  max(rec.last_progress_at, attempt) if rec.last_progress_at is not None else attempt)
+                  max(rec.last_progress_at, attempt) if rec.last_progress_at is not None else attempt,
+                  rec.last_new_line_at, rec.last_line_at)
 
 
 def _enabled(value: float | None) -> bool:
@@ -46,6 +49,11 @@ def deadlines(opts: RunOptions, clocks: Clocks) -> list[tuple[float, StallReason
         found.append((max(clocks.last_progress, clocks_start) + opts.progress_timeout_s, StallReason.PROGRESS))
     if _enabled(opts.timeout_s):
         found.append((clocks.attempt_started + opts.timeout_s, StallReason.TIMEOUT))
+    if _enabled(opts.repeat_timeout_s) and clocks.last_line is not None and clocks.last_line >= clocks_start and (
+            clocks.last_new_line is None or clocks.last_line > clocks.last_new_line):
+        # output that only repeats itself (silence is --response-timeout's business)
+        new = clocks.last_new_line if clocks.last_new_line is not None else clocks_start
+        found.append((max(new, clocks_start) + opts.repeat_timeout_s, StallReason.REPEAT))
     run_deadline = run_deadline_at(opts, clocks.run_started)
     if run_deadline is not None:
         found.append((run_deadline, StallReason.DEADLINE))

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import random
 
+from hbwrap.activity import activity_alive
+from hbwrap.retryafter import parse_retry_after
+
 from hbwrap.model import AttemptEnd, Decision, DecisionKind, Event, Phase, RunRecord, StallReason, Status
 from hbwrap.options import RunOptions, signal_name
 from hbwrap.policy.deadlines import (clocks_of, decide, due_stall, next_deadline, renew_interval_s,
                                      run_deadline_at)
-from hbwrap.policy.state import (FAIL, FORCE_KILL, KILL_PROBE, LAUNCH, RELEASE_KEEPER, REPLAY_QUIET,
+from hbwrap.policy.state import (ADD_DUMP, DUMP, SAMPLE_ACTIVITY, STALL, FAIL, FORCE_KILL, KILL_PROBE, LAUNCH, RELEASE_KEEPER, REPLAY_QUIET,
                                  REQUEST_STOP, SIGNAL_GROUP, START_PROBE, SWEEP, WRITE_STATE, Action,
                                  Observations, RunState)
 from hbwrap.policy.state import emit as _emit
@@ -32,8 +35,15 @@ def _fmt_s(seconds: float) -> str:
 def stall_detail(st: RunState, reason: StallReason, now: float, opts: RunOptions) -> str:
     c = clocks_of(st.rec)
     if reason is StallReason.RESPONSE:
+        if st.activity_detail:  # --activity measured the tree too
+            return (f"no output and {st.activity_detail} (--response-timeout {_fmt_s(opts.response_timeout_s)}, "
+                    f"--activity {','.join(opts.activity)})")
         return (f"no sign of life for {_fmt_s(now - c.last_life)} "
                 f"(--response-timeout {_fmt_s(opts.response_timeout_s)})")
+    if reason is StallReason.REPEAT:
+        since = c.last_new_line if c.last_new_line is not None else c.attempt_started
+        return (f"no new line of output for {_fmt_s(now - max(since, c.attempt_started))}: it only repeats "
+                f"itself (--repeat-timeout {_fmt_s(opts.repeat_timeout_s)})")
     if reason is StallReason.PROGRESS:
         return (f"no progress for {_fmt_s(now - c.last_progress)} "
                 f"(--progress-timeout {_fmt_s(opts.progress_timeout_s)})")
@@ -42,6 +52,27 @@ def stall_detail(st: RunState, reason: StallReason, now: float, opts: RunOptions
     if reason is StallReason.DEADLINE:
         return f"run ran for {_fmt_s(now - c.run_started)} (--deadline {_fmt_s(opts.deadline_s)})"
     return f"probe failed {st.probe_failures} times in a row ({st.probe_detail})"
+
+
+def stall_figures(st: RunState, reason: StallReason, now: float, opts: RunOptions) -> dict:
+    """The numbers of the deadline that fired, for the incident."""
+    c = clocks_of(st.rec)
+    limit, since = {
+        StallReason.RESPONSE: (opts.response_timeout_s, c.last_life),
+        StallReason.PROGRESS: (opts.progress_timeout_s, c.last_progress),
+        StallReason.TIMEOUT: (opts.timeout_s, c.attempt_started),
+        StallReason.DEADLINE: (opts.deadline_s, c.run_started),
+        StallReason.REPEAT: (opts.repeat_timeout_s, c.last_new_line if c.last_new_line is not None
+                             else c.attempt_started),
+        StallReason.PROBE: (None, c.attempt_started),
+    }[reason]
+    figures = {"deadline": reason.value, "limit_s": limit, "elapsed_s": round(now - since, 3),
+               "attempt_s": round(now - c.attempt_started, 3), "run_s": round(now - c.run_started, 3)}
+    if reason is StallReason.PROBE:
+        figures.update(probe_failures=st.probe_failures, probe=st.probe_detail)
+    if st.activity_detail:
+        figures["activity"] = st.activity_detail
+    return figures
 
 
 def resume_value(st: RunState, opts: RunOptions) -> str | None:
@@ -68,6 +99,21 @@ def _observe(st: RunState, obs: Observations, now: float, opts: RunOptions, out:
                 st.checkpoint_event_at, st.pending_checkpoint = now, None
             else:
                 st.pending_checkpoint = value  # spaced out; the latest value is never lost
+    if obs.line:
+        rec.last_line_at = now
+        if obs.new_line:
+            rec.last_new_line_at = now
+    for value in obs.retry_after:
+        delay = parse_retry_after(str(value))
+        if delay is not None:
+            rec.retry_after_s = delay
+            st.state_dirty = True
+    if obs.activity is not None:
+        st.activity_wanted = False
+        if st.activity_base is None:
+            st.activity_base = obs.activity
+        else:
+            st.activity_fresh = obs.activity
     for line in obs.fatal_lines:
         if rec.fatal_line is None:
             rec.fatal_line = line
@@ -132,6 +178,8 @@ def _step_launch(st: RunState, obs: Observations, now: float, opts: RunOptions, 
     rec.attempt_started_at = now
     rec.status = Status.STARTING.value
     rec.fatal_line = rec.stop_reason = rec.stop_started_at = rec.restart_at = None
+    rec.retry_after_s = rec.dump_until = rec.incident = None
+    st.activity_base = st.activity_fresh = st.activity_detail = None
     rec.child_pid = rec.child_start = rec.keeper_pid = rec.keeper_start = None
     st.stall, st.end, st.sigkill_noted, st.forced, st.unkept = None, None, False, False, False
     st.probe_failures, st.probe_started_at, st.next_probe_at = 0, None, None
@@ -156,6 +204,8 @@ def _step_starting(st: RunState, obs: Observations, now: float, opts: RunOptions
         if opts.probe:
             st.next_probe_at = now + opts.start_grace_s + opts.probe_interval_s
         out.append(_emit(Event.ATTEMPT_START, child_pid=rec.child_pid, resume_from=st.launch_resume))
+        if opts.activity:
+            _want_activity(st, out)  # the counters at the start: what "grew" is measured from
         out.append(Action(WRITE_STATE))
         return
     if kind == "exec":
@@ -179,23 +229,45 @@ def _step_starting(st: RunState, obs: Observations, now: float, opts: RunOptions
     st.phase = Phase.ENDED
 
 
+def _want_activity(st: RunState, out: list) -> None:
+    if not st.activity_wanted:
+        st.activity_wanted = True
+        out.append(Action(SAMPLE_ACTIVITY))
+
+
 def _begin_stop(st: RunState, reason: StallReason | None, now: float, opts: RunOptions, out: list) -> None:
+    """Stop the attempt: for a stall, first the incident (before any signal), then --dump-signal and its
+    wait if asked for, then the kill signal (through the keeper)."""
     rec = st.rec
     st.phase = Phase.STOPPING
     st.stall = reason
     rec.stop_reason = reason.value if reason else "stop"
     rec.stop_started_at = now
-    sig = signal_name(opts.kill_signal)
     if st.probe_started_at is not None:
         out.append(Action(KILL_PROBE))
         st.probe_started_at = None
     if reason is not None:
         detail = stall_detail(st, reason, now, opts)
-        out.append(_emit(Event.STALL, reason=reason.value, detail=detail, checkpoint=rec.checkpoint))
-        out.append(_say(f"{opts.name} stalled ({reason.value}): {detail}; stopping it with {sig}, "
-                        f"SIGKILL after {_fmt_s(opts.grace_s)}"))
+        out.append(Action(STALL, {"fields": {"reason": reason.value, "detail": detail, "checkpoint": rec.checkpoint},
+                                  "figures": stall_figures(st, reason, now, opts)}))
+        then = f"a stack dump ({signal_name(opts.dump_signal)}), then " if opts.dump_signal else ""
+        out.append(_say(f"{opts.name} stalled ({reason.value}): {detail}; stopping it with {then}"
+                        f"{signal_name(opts.kill_signal)}, SIGKILL after {_fmt_s(opts.grace_s)}"))
+        if opts.dump_signal:
+            rec.dump_until = now + opts.dump_wait_s
+            out.append(Action(DUMP, {"signal": opts.dump_signal}))
+            out.append(_emit(Event.KILL, signal=signal_name(opts.dump_signal), pid=rec.child_pid, reason="dump"))
+            out.append(Action(WRITE_STATE))
+            return
+    _send_kill_signal(st, now, opts, out)
+
+
+def _send_kill_signal(st: RunState, now: float, opts: RunOptions, out: list) -> None:
+    rec = st.rec
+    rec.dump_until = None
+    rec.stop_started_at = now  # the grace counts from the kill signal
     out.append(Action(REQUEST_STOP))
-    out.append(_emit(Event.KILL, signal=sig, pid=rec.child_pid, reason=rec.stop_reason))
+    out.append(_emit(Event.KILL, signal=signal_name(opts.kill_signal), pid=rec.child_pid, reason=rec.stop_reason))
     out.append(Action(WRITE_STATE))
 
 
@@ -261,6 +333,8 @@ def _step_running(st: RunState, obs: Observations, now: float, opts: RunOptions,
         _begin_stop(st, None, now, opts, out)
         return
     reason = due_stall(opts, clocks_of(st.rec), now)
+    if reason is StallReason.RESPONSE and opts.activity and not _judge_activity(st, now, opts, out):
+        return  # the tree was busy (a sign of life now), or its counters are being read
     if reason is None and opts.probe and st.probe_failures >= opts.probe_failures:
         reason = StallReason.PROBE
     if reason is not None:
@@ -275,6 +349,32 @@ def _step_running(st: RunState, obs: Observations, now: float, opts: RunOptions,
             st.next_probe_at = now + opts.probe_interval_s
 
 
+def _judge_activity(st: RunState, now: float, opts: RunOptions, out: list) -> bool:
+    """The response deadline came with --activity: True if it is a stall, False to wait or go on.
+
+    No periodic sampling: the tree's counters are read now and compared with those of when it last showed
+    life (the attempt's start at first); if they grew enough, that was a sign of life at this instant.
+    """
+    if st.activity_fresh is None:
+        if st.activity_base is None and st.activity_detail is None and not st.activity_wanted:
+            st.activity_detail = "activity not measured"  # no sample to compare with (it could not be read)
+            return True
+        if st.activity_wanted or st.activity_base is None:
+            return False
+        _want_activity(st, out)
+        return False
+    base, fresh = st.activity_base, st.activity_fresh
+    st.activity_fresh = None
+    alive, detail = activity_alive(base, fresh, now - float(base.get("mono", now)), opts.activity)
+    if alive:
+        st.rec.last_life_at = now
+        st.activity_base, st.activity_detail = fresh, None
+        st.state_dirty = True
+        return False
+    st.activity_detail = detail
+    return True
+
+
 def _step_stopping(st: RunState, obs: Observations, now: float, opts: RunOptions, rng, out: list) -> None:
     rec = st.rec
     if _attempt_ended(st, obs, now, out):
@@ -286,6 +386,15 @@ def _step_stopping(st: RunState, obs: Observations, now: float, opts: RunOptions
             st.phase = Phase.ENDED
             return
     elif _keeper_lost(st, obs, now, opts, out):
+        return
+    if rec.dump_until is not None:
+        # --dump-signal: the stack dump is being written; the kill signal follows when the wait is over, or at
+        # once when hbwrap is asked to stop meanwhile
+        if now < rec.dump_until and len(st.signals) <= st.signals_acted:
+            return
+        st.signals_acted = len(st.signals)
+        out.append(Action(ADD_DUMP))
+        _send_kill_signal(st, now, opts, out)
         return
     started = rec.stop_started_at if rec.stop_started_at is not None else now
     if len(st.signals) > st.signals_acted:
@@ -329,9 +438,19 @@ def _step_ended(st: RunState, obs: Observations, now: float, opts: RunOptions, r
     if decision.kind is not DecisionKind.RESTART:
         _finish(st, decision, end, now, opts, out)
         return
+    if rec.retry_after_s is not None:
+        # a rate limit said how long to wait: that instead of the back-off, unless it ends past the deadline
+        deadline = run_deadline_at(opts, _run_start(rec, now))
+        if deadline is not None and now + rec.retry_after_s > deadline:
+            out.append(_say(f"{opts.name} asked to retry after {_fmt_s(rec.retry_after_s)}, past its --deadline"))
+            _finish(st, Decision(DecisionKind.ESCALATE, 124, "deadline"), end, now, opts, out)
+            return
+        decision = Decision(DecisionKind.RESTART, decision.exit_code, "retry-after", delay_s=rec.retry_after_s)
     rec.restarts += 1
     resume = resume_value(st, opts)
     why = "keeper lost" if end.lost and end.stall is None else "stall" if end.stall or end.lost else "failure"
+    if decision.reason == "retry-after":
+        why = "retry-after"
     out.append(_emit(Event.RESTART, delay_s=round(decision.delay_s, 3), restarts=rec.restarts, reason=why,
                      resume_from=resume))
     out.append(_say(f"restarting {opts.name} in {_fmt_s(decision.delay_s)} (restart {rec.restarts} of "
@@ -433,7 +552,7 @@ def wake_at(st: RunState, opts: RunOptions, now: float) -> float | None:
     rec = st.rec
     at: list[float] = []
     phase = st.phase
-    if phase in (Phase.LAUNCH, Phase.ENDED):
+    if phase in (Phase.LAUNCH, Phase.ENDED) or st.activity_wanted:
         return now
     if phase is Phase.STARTING and st.launch_deadline is not None:
         at.append(st.launch_deadline)
@@ -446,7 +565,9 @@ def wake_at(st: RunState, opts: RunOptions, now: float) -> float | None:
                 at.append(st.probe_started_at + opts.probe_timeout_s)
             elif st.next_probe_at is not None:
                 at.append(st.next_probe_at)
-    if phase is Phase.STOPPING:
+    if phase is Phase.STOPPING and rec.dump_until is not None:
+        at.append(rec.dump_until)
+    elif phase is Phase.STOPPING:
         started = rec.stop_started_at if rec.stop_started_at is not None else now
         if not st.sigkill_noted:
             at.append(started + opts.grace_s)

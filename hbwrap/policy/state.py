@@ -21,6 +21,10 @@ class Observations:
     command_alive: bool = False            # with keeper_gone: the command is still running, unkept
     group_gone: bool = False               # stopping an unkept group: nothing of it is left
     probe_exit: int | None = None          # the probe that finished: its exit code (-1: it timed out)
+    line: bool = False                     # a line of output ended (--repeat-timeout)
+    new_line: bool = False                 # ... and one of them was not a repeat of the last 1,000
+    retry_after: list = field(default_factory=list)  # values of retry-after markers
+    activity: dict | None = None           # a sample of the tree's CPU and I/O counters, taken when asked for
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,8 @@ LAUNCH, EMIT, SAY, REQUEST_STOP, FORCE_KILL, SIGNAL_GROUP, SWEEP = (
     "launch", "emit", "say", "request_stop", "force_kill", "signal_group", "sweep")
 START_PROBE, KILL_PROBE, WRITE_STATE, RELEASE_KEEPER, FAIL, REPLAY_QUIET = (
     "start_probe", "kill_probe", "write_state", "release_keeper", "fail", "replay_quiet")
+STALL, SAMPLE_ACTIVITY, DUMP, ADD_DUMP = "stall", "sample_activity", "dump", "add_dump"
+# STALL: record an incident of the attempt (before any signal), then emit the stall event naming it
 
 
 def emit(event: Event, **fields) -> Action:
@@ -70,3 +76,7 @@ class RunState:
     state_written_at: float = -1e9
     state_dirty: bool = False
     exit_code: int | None = None           # hbwrap's exit code once the run is over
+    activity_base: dict | None = None      # --activity: the tree's counters when it last showed life
+    activity_fresh: dict | None = None     # ... a sample taken at the response deadline, to compare with it
+    activity_wanted: bool = False          # a sample was asked for and has not arrived yet
+    activity_detail: str | None = None     # what the last comparison measured (for the stall's detail)
