@@ -12,6 +12,7 @@ from hbwrap.output import STDERR, STDOUT, LogFollower, log_position
 from hbwrap.policy import Observations
 
 PUMP_BUDGET = 8 * 1024 * 1024  # bytes of output handled before deadlines are looked at again
+RETRY_AFTER_BYTES = 1024 * 1024  # of an attempt's output, where its last retry-after marker is looked for
 PRIME_BYTES = 256 * 1024       # a takeover fills the repetition window from this much of the log before the cursor
 POLL_FALLBACK_S = 0.1          # without inotify, files and the keeper's record are looked at this often
 UNBOUNDED = 1 << 62
@@ -72,6 +73,7 @@ class Observer:
         self.heartbeat_mtime: int | None = None
         self.checkpoint_content: bytes | None = None
         self.run_log_start: tuple[int, int] | None = None
+        self.attempt_log_start: tuple[int, int] | None = None  # where the attempt being watched began
         self._cursor_fd: int | None = None
         self.run_id = ""
 
@@ -79,8 +81,7 @@ class Observer:
     def follow_from(self, run_id: str, generation: int, offset: int) -> None:
         self.run_id = run_id
         self.follower = LogFollower(self.job.log_file, self.job.index_file, generation, offset)
-        self.scanners = {s: MarkerScanner(self.progress_patterns, self.fatal_patterns, self.retry_after_patterns)
-                         for s in (STDOUT, STDERR)}
+        self.scanners = {s: MarkerScanner(self.progress_patterns, self.fatal_patterns) for s in (STDOUT, STDERR)}
         self.skipped_noted = 0
         self.save_cursor()
 
@@ -133,18 +134,40 @@ class Observer:
         except (OSError, StateError):
             return b""
 
+    def mark_attempt_start(self) -> None:
+        self.attempt_log_start = log_position(self.job.log_file, self.job.index_file)
+
     def output_tail(self, n: int) -> bytes:
         """The last `n` bytes of this run's output (never the previous run's)."""
         try:
             with os.fdopen(open_job_file(self.job.log_file, os.O_RDONLY), "rb") as f:
                 size = os.fstat(f.fileno()).st_size
                 start = max(0, size - n)
-                if self.run_log_start is not None and self.run_log_start[0] == self.follower.generation:
-                    start = max(start, self.run_log_start[1])
+                for begin in (self.run_log_start, self.attempt_log_start):  # this run's, this attempt's output only
+                    if begin is not None and begin[0] == self.follower.generation:
+                        start = max(start, begin[1])
                 f.seek(start)
                 return f.read(max(0, size - start))
         except (OSError, StateError):
             return b""
+
+    def last_retry_after(self) -> str | None:
+        """The value of the attempt's last retry-after marker, looked for in its final RETRY_AFTER_BYTES.
+
+        A rate limit is a command's last words before it gives up: looking at the end of an attempt, and
+        not at every chunk, keeps a second literal out of the hot path of the marker scan.
+        """
+        if not self.retry_after_patterns:
+            return None
+        tail = self.output_tail(RETRY_AFTER_BYTES).decode("utf-8", "replace")
+        for line in reversed(tail.replace("\r", "\n").split("\n")):
+            for pattern in self.retry_after_patterns:
+                m = pattern.search(line)
+                if m:
+                    if "delay" in pattern.groupindex:
+                        return m.group("delay")
+                    return m.group(1) if pattern.groups else m.group(0)
+        return None
 
     def prime_repeat(self, last_new_at: float | None) -> None:
         """A takeover: the lines before the cursor fill the repetition window, so the deadline goes on."""
@@ -204,8 +227,6 @@ class Observer:
         for kind, value in found:
             if kind == "fatal":
                 obs.fatal_lines.append(value)
-            elif kind == "retry_after":
-                obs.retry_after.append(value)
             else:
                 obs.progress.append(value)
 
@@ -214,6 +235,9 @@ class Observer:
         self.pump(obs, UNBOUNDED, now)
         for scanner in self.scanners.values():
             self._markers(scanner.flush(), obs)
+        value = self.last_retry_after()
+        if value is not None:
+            obs.retry_after.append(value)
         if self.repeat is not None:
             lines = self.repeat.lines
             self._repeats(self.repeat.flush(now), lines, obs)

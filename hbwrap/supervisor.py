@@ -374,6 +374,7 @@ class Supervisor:
     def _do_launch(self, resume_from: str | None) -> None:
         rec, opts, obs = self.st.rec, self.opts, self.observer
         obs.set_baseline(obs.baseline())  # before the command can change the files
+        obs.mark_attempt_start()
         changes = env_changes(opts, rec, resume_from, obs.checkpoint_path, obs.heartbeat_path, self.base_env)
         spec = keeper_spec(opts, rec, changes, str(self.state_dir.root), self.signals.ignored, self.my_start)
         hold = (self.stdout_fd, self.stderr_fd) if opts.self_heal else None

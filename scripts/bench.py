@@ -42,7 +42,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ["startup", "output", "binary", "idle", "detection", "kill", "memory", "scale", "takeover", "selfheal",
-             "blocked"]
+             "blocked", "incident", "repeat"]
 ALIASES = {
     "start-up": "startup", "output-throughput": "output", "throughput": "output", "text": "output",
     "binary-throughput": "binary", "idle-cost": "idle", "detection-precision": "detection",
@@ -58,18 +58,21 @@ FULL = dict(
     startup_runs=20, stream_bytes=GiB, stream_runs=5, idle_window=60.0, idle_jobs=3,
     detection_runs=20, detection_timeout_runs=5, kill_runs=5, kill_timeout_runs=2, kill_procs=50,
     kill_grace=1.0, memory_line=300_000_000, memory_runs=3, memory_hold=1.0, scale_jobs=100,
-    scale_window=60.0, takeover_runs=5, selfheal_runs=7, blocked_runs=5,
+    scale_window=60.0, takeover_runs=5, selfheal_runs=7, blocked_runs=5, incident_runs=20, repeat_bytes=GiB // 2,
+    repeat_runs=3,
 )
 QUICK = dict(
     FULL, startup_runs=7, stream_bytes=256 * MiB, stream_runs=3, idle_window=10.0, idle_jobs=2,
     detection_runs=8, detection_timeout_runs=2, kill_runs=3, kill_timeout_runs=1,
     memory_line=100_000_000, memory_runs=1, scale_window=10.0, takeover_runs=3, selfheal_runs=3, blocked_runs=2,
+    incident_runs=10, repeat_bytes=128 * MiB, repeat_runs=2,
 )
 SMOKE = dict(
     FULL, startup_runs=1, stream_bytes=4 * MiB, stream_runs=1, idle_window=1.0, idle_jobs=1,
     detection_runs=1, detection_timeout_runs=1, kill_runs=1, kill_timeout_runs=1, kill_procs=12,
     kill_grace=0.5, memory_line=2_000_000, memory_runs=1, memory_hold=0.3, scale_jobs=3,
-    scale_window=1.0, takeover_runs=1, selfheal_runs=1, blocked_runs=1,
+    scale_window=1.0, takeover_runs=1, selfheal_runs=1, blocked_runs=1, incident_runs=2, repeat_bytes=4 * MiB,
+    repeat_runs=1,
 )
 
 # --- helper programs run as the supervised commands -------------------------------------------------
@@ -623,10 +626,11 @@ class Bench:
             raise RuntimeError(f"gen | {sink} failed: {gen.returncode} {reader.returncode}")
         return dt
 
-    def _run_hbwrap_stream(self, size: int, kind: str) -> tuple[float, dict]:
+    def _run_hbwrap_stream(self, size: int, kind: str, extra: tuple = ()) -> tuple[float, dict]:
         job = self.job_name(f"stream-{kind}")
         t0 = time.perf_counter()
-        p = self.spawn([self.hbwrap, "run", "--name", job, "--", self.python, self.scripts["gen"], str(size), kind])
+        p = self.spawn([self.hbwrap, "run", "--name", job, *extra, "--", self.python, self.scripts["gen"], str(size),
+                        kind])
         p.wait()
         dt = time.perf_counter() - t0
         info = {"exit_code": p.returncode}
@@ -757,16 +761,19 @@ class Bench:
     def sc_idle(self):
         window, k = self.s["idle_window"], self.s["idle_jobs"]
         sleep_for = str(int(window + 600))
-        jobs = [self.job_name("idle") for _ in range(k)]
+        plain = [self.job_name("idle") for _ in range(k)]
+        active = [self.job_name("idle-activity") for _ in range(k)]
+        jobs = plain + active
         sups = {j: self.spawn([self.hbwrap, "run", "--name", j, "--response-timeout", "1h", "--progress-timeout", "1h",
-                               "--", "sleep", sleep_for]) for j in jobs}
+                               *(("--activity", "cpu,io") if j in active else ()), "--", "sleep", sleep_for])
+                for j in jobs}
         others = {}
         if self.timeout_bin:
             others["timeout 1h sleep"] = self.spawn([self.timeout_bin, "1h", "sleep", sleep_for])
         if self.supervisord:
             p, _, _ = self.start_supervisord({"idle": ["sleep", sleep_for]})
             others["supervisord"] = p
-        keepers = wait_for(lambda: (lambda d: d if len(d) == k and all(self.event(j, "attempt_start") for j in jobs)
+        keepers = wait_for(lambda: (lambda d: d if len(d) == 2 * k and all(self.event(j, "attempt_start") for j in jobs)
                                     else None)(self.keeper_pids(jobs)), timeout=60)
         if not keepers:
             raise RuntimeError("idle: not every job started within 60 s")
@@ -796,9 +803,12 @@ class Bench:
                             "wakeups": (b[n][2] or 0) - (a[n][2] or 0)}
         self.terminate(list(sups.values()) + list(others.values()), timeout=15)
         self.sweep()
-        per_job, per_job_sched, wakeups = [], [], []
+        per_job, per_job_sched, wakeups, per_active = [], [], [], []
         for j in jobs:
             s, kk = delta.get(f"{j}/supervisor"), delta.get(f"{j}/keeper")
+            if j in active:
+                per_active.append(None if s is None or kk is None else s["cpu_s"] + kk["cpu_s"])
+                continue
             if s is None or kk is None:
                 per_job.append(None)
                 continue
@@ -811,6 +821,11 @@ class Bench:
         self.row("idle", "hbwrap (supervisor + keeper)", f"CPU over {window:g} s", "s", per_job,
                  ratio=f"schedstat {median(per_job_sched):.4f} s, {median(wakeups):.0f} wakeups" if per_job_sched else None,
                  target=f"≤ {target:.3g} s{scaled}", passed=hb is not None and hb <= target)
+        ha = median(per_active)
+        # "no worse than without": within the noise of a few milliseconds a minute
+        self.row("idle", "hbwrap --activity cpu,io", f"CPU over {window:g} s", "s", per_active,
+                 ratio=f"{ha / hb:.0%} of without" if ha is not None and hb else None,
+                 target="≤ without + 5 ms", passed=ha is not None and hb is not None and ha <= hb + 0.005)
         for name in ("timeout 1h sleep", "supervisord"):
             if name in others:
                 d = delta.get(name)
@@ -1196,6 +1211,32 @@ class Bench:
         self.row("blocked", "hbwrap run | (blocked reader)", "--timeout 2s fires late by", "ms", late,
                  target="≤ 100 ms", passed=m is not None and m <= 100 and None not in late)
         self.raw["blocked"] = {"lateness_ms": late, "runs": details}
+
+    def sc_incident(self):
+        """What an incident costs: a snapshot of a 50-process tree (tree, states, sockets, CPU shares)."""
+        from hbwrap.incident import bench_snapshot
+
+        got = bench_snapshot(50, self.s["incident_runs"])
+        self.row("incident", "hbwrap incident snapshot", f"{got['processes']}-process tree", "ms", [got["median_ms"]],
+                 ratio=f"max {got['max_ms']} ms, CPU {got['cpu_median_ms']} ms", target="≤ 50 ms",
+                 passed=got["median_ms"] <= 50 and got["processes"] >= 50, spread=False)
+        self.raw["incident"] = got
+
+    def sc_repeat(self):
+        """Text throughput with --repeat-timeout (every line goes through the repetition window) and without."""
+        size, runs = self.s["repeat_bytes"], self.s["repeat_runs"]
+        self._run_hbwrap_stream(8 * MiB, "text", ("--repeat-timeout", "1h"))  # warm-up
+        plain, repeat = [], []
+        for _ in range(runs):
+            plain.append(size / self._run_hbwrap_stream(size, "text")[0] / 1e6)
+            repeat.append(size / self._run_hbwrap_stream(size, "text", ("--repeat-timeout", "1h"))[0] / 1e6)
+        p, r = median(plain), median(repeat)
+        label = f"{fmt_bytes(size)} text lines"
+        self.row("repeat", "hbwrap run --repeat-timeout 1h", label, "MB/s", repeat,
+                 ratio=f"{r / p:.0%} of without" if p and r else None, target="≥ 60% of without",
+                 passed=bool(p and r and r >= 0.6 * p))
+        self.row("repeat", "hbwrap run (without)", label, "MB/s", plain)
+        self.raw["repeat"] = {"bytes": size, "MB_per_s": {"with": repeat, "without": plain}}
 
     def stop_job(self, job: str) -> None:
         subprocess.run([self.hbwrap, "stop", job, "--timeout", "15s"], env=self.env, cwd=self.tmp,
