@@ -341,7 +341,8 @@ def config_show(
       hbwrap config show --name reddit-3am
       hbwrap config show --name research --origin --progress-timeout 30m
     """
-    from hbwrap.configfile import run_settings, to_toml
+    from hbwrap.config_write import to_toml
+    from hbwrap.configfile import run_settings
 
     run_command = typer.main.get_command(app).commands["run"]  # parse the arguments exactly as `run` would
     run_ctx = run_command.make_context("run", list(ctx.args), parent=ctx.parent)
@@ -377,7 +378,8 @@ def config_init(
     """
     from pathlib import Path
 
-    from hbwrap.configfile import default_config_path, write_starter
+    from hbwrap.config_write import write_starter
+    from hbwrap.configfile import default_config_path
 
     target = Path(path) if path else default_config_path()
     write_starter(target, force)

@@ -6,6 +6,7 @@ import tomllib
 
 import pytest
 
+from hbwrap import config_write as cw
 from hbwrap import configfile as cf
 from hbwrap.errors import ConfigError, ExitCode, UsageError
 from hbwrap.options import DEFAULT_PROGRESS_PATTERN, build_run_options
@@ -298,7 +299,7 @@ def test_to_toml_round_trips_with_origins(tmp_path):
     config = cf.load_config(path)
     settings, origins = cf.effective_settings(config, "scraper", {"timeout": "5m", "state_dir": "/var/hb",
                                                                   "retry_exit_codes": "1,2"})
-    text = cf.to_toml(settings, origins, job="scraper")
+    text = cw.to_toml(settings, origins, job="scraper")
     data = tomllib.loads(text)
     job = data["jobs"]["scraper"]
     assert job["timeout"] == "5m" and job["response-timeout"] == "2m" and job["grace"] == "20s"
@@ -319,19 +320,19 @@ def test_to_toml_round_trips_with_origins(tmp_path):
 
 def test_to_toml_without_job_or_origins(tmp_path):
     settings, _ = cf.effective_settings(None, None, {})
-    text = cf.to_toml(settings)
+    text = cw.to_toml(settings)
     data = tomllib.loads(text)
     assert list(data) == ["defaults"]
     assert data["defaults"]["max-restarts"] == 3 and "# from" not in text
     odd = dict(settings, **{"progress-pattern": ('a"b\\c', "ünï\ncode")})
-    assert tomllib.loads(cf.to_toml(odd, {"progress-pattern": "weird\norigin"}, job="my.job"))[
+    assert tomllib.loads(cw.to_toml(odd, {"progress-pattern": "weird\norigin"}, job="my.job"))[
         "jobs"]["my.job"]["progress-pattern"] == ['a"b\\c', "ünï\ncode"]
 
 
 def test_starter_config_loads_and_describes_three_jobs(tmp_path):
     target = tmp_path / "new" / "dir" / "config.toml"
-    cf.write_starter(target, force=False)
-    assert target.read_text() == cf.STARTER_CONFIG
+    cw.write_starter(target, force=False)
+    assert target.read_text() == cw.STARTER_CONFIG
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
     config = cf.load_config(target)
     assert len(config.jobs) == 3 and all("command" in job for job in config.jobs.values())
@@ -348,14 +349,14 @@ def test_starter_config_loads_and_describes_three_jobs(tmp_path):
 def test_starter_never_overwrites_without_force(tmp_path):
     target = write(tmp_path, "# mine\n")
     with pytest.raises(ConfigError, match=rf"^{target}: already exists \(use --force to overwrite it\)$"):
-        cf.write_starter(target, force=False)
+        cw.write_starter(target, force=False)
     assert target.read_text() == "# mine\n"
-    cf.write_starter(target, force=True)
-    assert target.read_text() == cf.STARTER_CONFIG
+    cw.write_starter(target, force=True)
+    assert target.read_text() == cw.STARTER_CONFIG
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"]
     with pytest.raises(ConfigError, match="is a directory"):
-        cf.write_starter(tmp_path, force=True)
+        cw.write_starter(tmp_path, force=True)
 
 
 def test_run_keys_cover_the_run_command():
