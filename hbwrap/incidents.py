@@ -68,6 +68,26 @@ class Incidents:
             observer.note(f"could not record the incident of this stall: {type(exc).__name__}: {exc}")
             return None
 
+    def stall(self, handle, rec, fields: dict, figures: dict, observer, clock) -> dict:
+        """The fields of the stall event, with the incident recorded for it (before any signal)."""
+        inc = self.record(handle, rec, fields, figures, observer, clock)
+        if inc is None:
+            return fields
+        rec.incident = inc["id"]
+        return {**fields, "incident": inc["id"], "incident_path": str(self.store.path_of(inc["id"])),
+                "incident_summary": inc["summary"]}
+
+    def take_sample(self, handle, now: float) -> None:
+        """--activity: the tree's counters now, for policy at the next wake-up (zeros when unreadable)."""
+        self.sample = handle.sample(now) if handle is not None else None
+        if self.sample is None:
+            self.sample = {"mono": now, "cpu_s": 0.0, "io_bytes": 0, "procs": {}, "unreadable": True}
+
+    def dump(self, handle, sig: int, observer) -> None:
+        """--dump-signal: to the command's main process; its dump is looked for from this log position on."""
+        self.dump_from = observer.follower.position
+        handle.signal_command(sig)
+
     def add_dump(self, observer) -> None:
         """After --dump-wait: the stack dump the command wrote since the dump signal, into the incident."""
         inc, self.latest = self.latest, None

@@ -20,7 +20,8 @@ from hbwrap.errors import HbwrapError
 from hbwrap.jobstore import JobDir, StateDir, new_run_id
 from hbwrap.incidents import Incidents
 from hbwrap.journal import Journal, message
-from hbwrap.launcher import Launcher, attempt_markers, env_changes, keeper_spec, probe_env
+from hbwrap.attempt import AttemptProcesses
+from hbwrap.launcher import Launcher
 from hbwrap.model import Event, Phase, RunRecord, Status
 from hbwrap.observe import POLL_FALLBACK_S, PUMP_BUDGET, UNBOUNDED, Observer
 from hbwrap.options import RunOptions, compile_pattern
@@ -113,13 +114,9 @@ class Supervisor:
         self.signals = SignalPipe([int(s) for s in INHERITED if signal.getsignal(s) == signal.SIG_IGN])
         self.stopped_by: str | None = None  # who sent the stop, when not a signal from outside (`hbwrap stop`)
         self.st: policy.RunState | None = None
-        self.handle = None     # the attempt being watched (launcher.AttemptHandle)
-        self.standby = None    # the keeper of the last ended attempt, standing by until released
-        self.probe = None
-        self.probe_killed = False
+        self.attempt = AttemptProcesses(self.launcher)
         self.inotify = None
         self.catch_up = False        # the first wake-up after a takeover scans everything unread
-        self.recheck_keeper = False  # look at the keeper's record at the next wake-up, whatever inotify says
         self.next_status_at = 0.0
         self.my_start = procs.start_time(os.getpid())
         # tests only: HBWRAP_FAULT=loop:N makes a first supervisor (not a replacement) fail at loop turn N
@@ -159,11 +156,12 @@ class Supervisor:
         return self.journal.emit(event, **fields)
 
     def write_state(self) -> None:
-        self.journal.write_state(self.handle or self.standby)
+        self.journal.write_state(self.attempt.held())
 
     def _own_pids(self) -> set[int]:
         """Processes of ours (probes, alert commands) that are never swept as part of an attempt."""
-        pids = {self.probe.pid} if self.probe is not None else set()
+        attempt = getattr(self, "attempt", None)
+        pids = attempt.own_pids() if attempt is not None else set()
         return pids | (self.journal.own_pids() if self.journal is not None else set())
 
     # --- run ---------------------------------------------------------------------------------------
@@ -215,12 +213,7 @@ class Supervisor:
 
     def _cleanup(self) -> None:
         self.journal.close()
-        for handle in (self.handle, self.standby):
-            if handle is not None:
-                handle.wait_released(KEEPER_EXIT_WAIT_S)  # so that it holds none of our pipes when we exit
-                handle.close()
-        if self.probe is not None:
-            self.probe.kill()
+        self.attempt.close(KEEPER_EXIT_WAIT_S)
         follower = self.observer.follower
         self.passthrough.flush_for(10.0, follower.position if follower is not None else None)
         self.passthrough.close()
@@ -270,21 +263,20 @@ class Supervisor:
         fds = [(self.signals.fd, select.POLLIN)]
         if self.inotify is not None:
             fds.append((self.inotify.fd, select.POLLIN))
-        for source in (self.handle, self.probe):
-            if source is not None:
-                fds.extend((fd, select.POLLIN) for fd in source.fds())
+        fds.extend((fd, select.POLLIN) for fd in self.attempt.fds())
         fds.extend((fd, select.POLLOUT) for fd in self.passthrough.poll_fds())
         if self.journal.alert_fd() is not None:
             fds.append((self.journal.alert_fd(), select.POLLIN))
         return fds
 
     def _timeout(self, now: float) -> float | None:
-        if self.observer.more_output or self.catch_up or (self.recheck_keeper and self.handle is not None):
+        if self.observer.more_output or self.catch_up or (self.attempt.recheck and self.attempt.handle is not None):
             return 0.0
         at = [policy.wake_at(self.st, self.opts, now), self.journal.close_deadline()]
         if self.status_line is not None:
             at.append(self.next_status_at)
-        if self.inotify is None or (self.handle is not None and self.handle.pidfd is None):
+        handle = self.attempt.handle
+        if self.inotify is None or (handle is not None and handle.pidfd is None):
             at.append(now + POLL_FALLBACK_S)
         future = [a for a in at if a is not None]
         if not future:
@@ -294,25 +286,20 @@ class Supervisor:
     def _gather(self, ready: set[int], now: float) -> policy.Observations:
         obs = policy.Observations()
         if self.signals.fd in ready:
-            self.signals.drain(self._own_pids() | {h.keeper_pid for h in (self.handle, self.standby) if h})
+            self.signals.drain(self._own_pids() | self.attempt.keeper_pids())
         obs.signals = self.signals.new()
         changed = None
         if self.inotify is not None:
             changed = self.inotify.read() if self.inotify.fd in ready else set()
         first, self.catch_up = self.catch_up, False
-        recheck, self.recheck_keeper = self.recheck_keeper, False
+        recheck, self.attempt.recheck = self.attempt.recheck, False
         self.observer.pump(obs, UNBOUNDED if first else PUMP_BUDGET, now)
         self.observer.check_files(None if first else changed, obs)
-        if self.handle is not None:
-            self._observe_attempt(obs, ready, changed, now, first or recheck)
-        if self.probe is not None and (self.probe_killed or not self.probe.fds() or self.probe.pidfd in ready):
-            code = -1 if self.probe_killed else self.probe.result()
-            if code is not None:
-                obs.probe_exit, self.probe, self.probe_killed = code, None, False
+        self.attempt.observe(obs, self.st, ready, changed, now, first or recheck, self.observer)
         if self.incidents.sample is not None:  # asked for by policy (--activity)
             obs.activity, self.incidents.sample = self.incidents.sample, None
-        elif self.handle is not None and self.st.phase is Phase.RUNNING:
-            self.incidents.keep_baseline(self.handle, now)
+        elif self.attempt.handle is not None and self.st.phase is Phase.RUNNING:
+            self.incidents.keep_baseline(self.attempt.handle, now)
         if self.journal.alert_fd() in ready:
             self.journal.alerts_woke()
         self.journal.print_warnings()
@@ -321,128 +308,47 @@ class Supervisor:
         self.passthrough.check_lag(time.monotonic())
         return obs
 
-    def _observe_attempt(self, obs: policy.Observations, ready: set[int], changed, now: float, look: bool) -> None:
-        h, st = self.handle, self.st
-        if st.phase is Phase.STARTING:
-            if h.handshake_fd in ready:
-                obs.launched = h.handshake()
-            elif st.launch_deadline is not None and now >= st.launch_deadline:
-                obs.launched = h.abandon(f"no handshake within {policy.HANDSHAKE_TIMEOUT_S:.0f}s")
-            # the attempt may end as fast as it started, the record's change seen here: look again next time
-            self.recheck_keeper = obs.launched is not None
-            return
-        if st.phase not in (Phase.RUNNING, Phase.STOPPING):
-            return
-        if look or h.pidfd is None or h.pidfd in ready or self.observer.keeper_changed(changed):
-            record = h.ended_record()
-            if record is None and not h.keeper_alive():
-                h.close_pidfd()
-                record = h.ended_record()  # written just before the keeper died
-                if record is None:
-                    self.observer.drain(obs, now)
-                    obs.keeper_gone, obs.command_alive = True, h.command_alive()
-            if record is not None:
-                self.observer.drain(obs, now)
-                obs.ended = record
-        if st.unkept:
-            obs.group_gone = h.group_gone()
-
     def _after(self, now: float) -> None:
-        st = self.st
-        if self.handle is not None and st.phase not in (Phase.STARTING, Phase.RUNNING, Phase.STOPPING):
-            if self.standby is not None and self.standby is not self.handle:
-                self.standby.release()
-                self.standby.close()
-            self.handle.close_pidfd()
-            self.standby, self.handle = self.handle, None  # its keeper stands by until released
-        elif st.phase is Phase.RUNNING and self.standby is not None:
-            self.standby.release()  # the new attempt's keeper is up: the previous one may go
-            self.standby.close()
-            self.standby = None
-        if self.status_line is not None and st.phase is not Phase.CLOSING and now >= self.next_status_at:
+        self.attempt.settle(self.st)
+        if self.status_line is not None and self.st.phase is not Phase.CLOSING and now >= self.next_status_at:
             self.status_line.draw(self.journal.status_text(now), now)
             self.next_status_at = now + STATUS_LINE_EVERY_S
 
-    # --- actions (policy.Action kinds: _do_<kind>) ---------------------------------------------------
-    def _do_emit(self, event: Event, fields: dict) -> None:
-        self.emit(event, **fields)
-
-    def _do_write_state(self) -> None:
-        self.write_state()
-        self.recheck_keeper = self.handle is not None  # a safety net for a change inotify did not report
-
-    def _do_launch(self, resume_from: str | None) -> None:
-        rec, opts, obs = self.st.rec, self.opts, self.observer
-        obs.set_baseline(obs.baseline())  # before the command can change the files
-        obs.mark_attempt_start()
-        changes = env_changes(opts, rec, resume_from, obs.checkpoint_path, obs.heartbeat_path, self.base_env)
-        spec = keeper_spec(opts, rec, changes, str(self.state_dir.root), self.signals.ignored, self.my_start)
-        hold = (self.stdout_fd, self.stderr_fd) if opts.self_heal else None
-        self.handle = self.launcher.launch(opts, rec, spec, attempt_markers(rec, obs.heartbeat_path), hold)
-
-    def _do_stall(self, fields: dict, figures: dict) -> None:
-        """An incident of the attempt at the moment it is stopped (before any signal), then the stall event."""
-        inc = self.incidents.record(self.handle, self.st.rec, fields, figures, self.observer, self.clock)
-        if inc is not None:
-            self.st.rec.incident = inc["id"]
-            fields = {**fields, "incident": inc["id"], "incident_path": str(self.incidents.store.path_of(inc["id"])),
-                      "incident_summary": inc["summary"]}
-        self.emit(Event.STALL, **fields)
-
-    def _do_sample_activity(self) -> None:
-        self.incidents.sample = self.handle.sample(self.clock.mono()) if self.handle is not None else None
-        if self.incidents.sample is None:
-            self.incidents.sample = {"mono": self.clock.mono(), "cpu_s": 0.0, "io_bytes": 0, "procs": {},
-                                     "unreadable": True}
-
-    def _do_dump(self, signal: int) -> None:
-        self.incidents.dump_from = self.observer.follower.position
-        self.handle.signal_command(signal)
-
-    def _do_add_dump(self) -> None:
-        self.incidents.add_dump(self.observer)
-
-    def _do_request_stop(self) -> None:
-        self.handle.request_stop()
-
-    def _do_force_kill(self, why: str, signal: int | None = None) -> None:
-        self.handle.force_kill()
-
-    def _do_signal_group(self, signal: int, why: str | None = None) -> None:
-        self.handle.signal_group(signal)
-
-    def _do_sweep(self, why: str) -> None:
-        handle = self.handle or self.standby
-        pids = handle.sweep() if handle is not None else []
-        if pids:
-            self.emit(Event.KILL, signal="SIGKILL", pid=min(pids), reason=why)
-
-    def _do_start_probe(self) -> None:
-        env = probe_env(self.opts, self.st.rec, self.base_env, self.observer.checkpoint_path,
-                        self.observer.heartbeat_path)
-        self.probe = self.launcher.start_probe(self.opts.probe, env, self.opts.cwd)
-        if self.probe is None:
-            self.st.probe_started_at = None
-            self.st.probe_failures += 1
-            self.st.probe_detail = "it could not be started"
-
-    def _do_kill_probe(self) -> None:
-        if self.probe is not None:
-            self.probe.kill()
-            self.probe_killed = True
-
-    def _do_release_keeper(self) -> None:
-        for handle in (self.handle, self.standby):
-            if handle is not None:
-                handle.release()
-
+    # --- actions (policy.Action kinds) -------------------------------------------------------------
     def _act(self, action: policy.Action) -> None:
-        kind = action.kind
-        if kind == "say":
-            self.say(**action.args)
+        kind, args, attempt, now = action.kind, action.args, self.attempt, self.clock.mono()
+        if kind == "emit":
+            self.emit(args["event"], **args["fields"])
+        elif kind == "say":
+            self.say(args["text"])
+        elif kind == "write_state":
+            self.write_state()
+            attempt.recheck = attempt.handle is not None  # a safety net for a change inotify did not report
+        elif kind == "launch":
+            attempt.launch(self.st, self.opts, self.observer, str(self.state_dir.root), self.signals.ignored,
+                           self.my_start, (self.stdout_fd, self.stderr_fd), self.base_env, args["resume_from"])
+        elif kind == "sweep":
+            pids = attempt.sweep()
+            if pids:
+                self.emit(Event.KILL, signal="SIGKILL", pid=min(pids), reason=args["why"])
+        elif kind == "start_probe":
+            attempt.start_probe(self.st, self.opts, self.observer, self.base_env)
+        elif kind in ("request_stop", "force_kill", "signal_group", "kill_probe"):
+            getattr(attempt, kind)(**args)
+        elif kind == "release_keeper":
+            attempt.release_keepers()
+        elif kind == "stall":
+            self.emit(Event.STALL, **self.incidents.stall(attempt.handle, self.st.rec, args["fields"],
+                                                          args["figures"], self.observer, self.clock))
+        elif kind == "sample_activity":
+            self.incidents.take_sample(attempt.handle, now)
+        elif kind == "dump":
+            self.incidents.dump(attempt.handle, args["signal"], self.observer)
+        elif kind == "add_dump":
+            self.incidents.add_dump(self.observer)
         elif kind == "replay_quiet":
             self.journal.replay_quiet()
         elif kind == "fail":
-            raise HbwrapError(action.args["message"])
+            raise HbwrapError(args["message"])
         else:
-            getattr(self, "_do_" + kind)(**action.args)
+            raise AssertionError(f"unknown action {kind!r}")

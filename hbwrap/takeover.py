@@ -118,17 +118,16 @@ def adopt(sup, doc: dict, killed_hung: int | None) -> None:
     sup.observer.set_baseline(sup.observer.baseline())  # what the files hold now is what the last supervisor saw
     sup.observer.prime_repeat(rec.last_new_line_at)     # the repetition window, from the log before the cursor
     what = _adopted_phase(sup, st, now)
-    if sup.opts.activity and sup.handle is not None:     # what the tree's counters grow from, from now on
-        sup.incidents.sample, st.activity_wanted = sup.handle.sample(now), True
+    if sup.opts.activity and sup.attempt.handle is not None:  # what the tree's counters grow from, from now on
+        sup.incidents.sample, st.activity_wanted = sup.attempt.handle.sample(now), True
     sup.write_state()  # claims the job: a hung predecessor that wakes up now sees a newer generation
     sup.journal.start_alerts(sup.observer.output_tail)
     if sup.journal.alerter is not None:
         sup.journal.alerter.replay(events)
     sup.catch_up = True  # the first wake-up scans what was written unwatched before anything is decided
-    held = sup.handle or sup.standby
+    handle = sup.attempt.handle
     sup.emit(Event.TAKEOVER, by=sup.by, previous_supervisor_pid=previous, supervisor_pid=os.getpid(),
-             killed_hung_supervisor=killed_hung, detail=what,
-             child_pid=held.child_pid if held is not None and sup.handle is not None else None)
+             killed_hung_supervisor=killed_hung, detail=what, child_pid=handle.child_pid if handle else None)
     sup.say(f"took over job {opts.name} (run {rec.run_id}, attempt {rec.attempt}): {what}")
 
 
@@ -142,7 +141,7 @@ def _adopted_phase(sup, st: RunState, now: float) -> str:
             rec.restart_at = now
         keeper = _keeper_record(job, rec, any_attempt=True)
         if keeper is not None:
-            sup.standby = sup.launcher.adopt(rec, markers, keeper)
+            sup.attempt.standby = sup.launcher.adopt(rec, markers, keeper)
         return "the run was waiting to restart"
     keeper = _keeper_record(job, rec)
     if keeper is None:
@@ -158,7 +157,7 @@ def _adopted_phase(sup, st: RunState, now: float) -> str:
             rec.attempt = max(0, rec.attempt - 1)  # LAUNCH starts the same attempt number again
             st.phase = Phase.LAUNCH
             return "the run was about to start an attempt"
-    sup.handle = sup.launcher.adopt(rec, markers, keeper)
+    sup.attempt.handle = sup.launcher.adopt(rec, markers, keeper)
     reason = rec.stop_reason
     if reason:
         st.phase = Phase.STOPPING
@@ -172,7 +171,7 @@ def _adopted_phase(sup, st: RunState, now: float) -> str:
             st.next_probe_at = now + sup.opts.probe_interval_s
     if keeper.get("ended_at"):
         return "the command ended while unwatched"
-    if not sup.handle.keeper_alive():
+    if not sup.attempt.handle.keeper_alive():
         return "the keeper died while nobody watched"
     return "the command is still running"
 
