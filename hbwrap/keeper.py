@@ -136,11 +136,16 @@ class SupervisorWatch:
 
     def __init__(self, job: JobDir, spec: dict, held_fds: tuple[int, int] | None, base_env: dict[str, str]):
         self.job, self.spec, self.held_fds, self.base_env = job, spec, held_fds, base_env
-        self.enabled = bool(spec.get("self_heal"))
+        self.heal = bool(spec.get("self_heal"))
+        self.shared = bool(spec.get("shared_lease"))  # --lease-url: enforce the row's validity if need be
+        self.enabled = self.heal or self.shared
+        self.lease_verdict: str | None = None         # "stop", then "kill": the shared lease is running out
         self.pid: int | None = spec.get("supervisor_pid")
         self.start: int | None = spec.get("supervisor_start")
         self.pidfd: int | None = None
-        self.check_at = time.monotonic() + float(spec.get("lease_s") or 30.0)
+        lease_s = float(spec.get("lease_s") or 30.0)
+        # a shared lease may have to be enforced from lease - margin on: look at it early enough
+        self.check_at = time.monotonic() + (lease_s / 3 if spec.get("shared_lease") else lease_s)
         self.replacements: list[tuple[int, int | None]] = []
         self.spawned_at: float | None = None
         self.spawned = 0
@@ -164,7 +169,8 @@ class SupervisorWatch:
         return self.check_at if self.enabled and not self.run_over else None
 
     def check(self, now: float) -> None:
-        """Look at the supervisor of record: follow a new one, replace a dead or hung one, notice the run's end."""
+        """Look at the supervisor of record: follow a new one, replace a dead or hung one (self-heal), enforce
+        a shared lease it no longer renews, notice the run's end."""
         if not self.enabled or self.run_over:
             return
         died = False
@@ -173,7 +179,7 @@ class SupervisorWatch:
             self.pidfd, died = None, True
         if died:
             # a takeover already on its way (the next cron tick, an operator's watch) goes first
-            self.check_at = now + HEAL_DELAY_S
+            self.check_at = min(self.check_at, now + HEAL_DELAY_S) if self.check_at > now else now + HEAL_DELAY_S
             return
         if now < self.check_at:
             return
@@ -184,34 +190,57 @@ class SupervisorWatch:
         if state.get("run_id") != self.spec["run_id"] or state.get("status") in TERMINAL:
             self.run_over = True
             return
-        pid, start = state.get("supervisor_pid"), state.get("supervisor_start")
         lease_s = state.get("lease_s") if isinstance(state.get("lease_s"), (int, float)) else 30.0
         renewed = state.get("lease_renewed_at") if isinstance(state.get("lease_renewed_at"), (int, float)) else 0.0
+        nexts = [self._supervisor(state, lease_s, renewed, now)]
+        if self.shared:
+            nexts.append(self._judge_shared_lease(state.get("lease_valid_until"), lease_s, now))
+        self.check_at = min(t for t in nexts if t is not None)
+
+    def _supervisor(self, state: dict, lease_s: float, renewed: float, now: float) -> float:
+        """Follow, or replace, the supervisor of record; when to look again."""
+        pid, start = state.get("supervisor_pid"), state.get("supervisor_start")
         alive = isinstance(pid, int) and procs.is_supervisor(pid, start)
         if alive and (pid, start) != (self.pid, self.start):
             self._follow(pid, start)  # a takeover happened: watch the new supervisor
             self.spawned_at = None
         hung = alive and time.time() - renewed > lease_s
         if alive and not hung:
-            self.check_at = now + max(0.05, renewed + lease_s - time.time()) + 0.05
-            return
+            return now + max(0.05, renewed + lease_s - time.time()) + 0.05
+        if not self.heal:
+            return now + ORPHAN_POLL_S  # a cron tick or an operator may bring a supervisor: follow it then
         if self.spawned_at is not None and now < self.spawned_at + TAKEOVER_WAIT_S and self._replacement_alive():
-            self.check_at = now + TAKEOVER_POLL_S  # the replacement is starting up
-            return
+            return now + TAKEOVER_POLL_S  # the replacement is starting up
         heals = state.get("heals") if isinstance(state.get("heals"), int) else 0
         if heals >= MAX_HEALS or self.spawned >= MAX_HEALS:
             if not self.limit_said:
                 self.limit_said = True
                 _note(f"supervisor gone and {MAX_HEALS} replacements used: leaving the job orphaned "
                       f"(hbwrap watch {self.spec['name']} takes it over)")
-            self.check_at = now + ORPHAN_POLL_S
-            return
-        self._spawn(now)
+            return now + ORPHAN_POLL_S
+        return self._spawn(now)
+
+    def _judge_shared_lease(self, valid_until, lease_s: float, now: float) -> float | None:
+        """--lease-url: the supervisor records how long the row is known valid; if that time runs out without
+        a renewal (a hung supervisor), the keeper stops the command itself — before the row expires."""
+        if not isinstance(valid_until, (int, float)) or isinstance(valid_until, bool):
+            return None
+        from hbwrap.lease_rules import lease_clock, must_kill_at, must_stop_at
+
+        boot = lease_clock()
+        stop_at, kill_at = must_stop_at(valid_until, lease_s), must_kill_at(valid_until, lease_s)
+        if boot >= kill_at:
+            self.lease_verdict = "kill"
+            return None
+        if boot >= stop_at:
+            self.lease_verdict = "stop"
+            return now + (kill_at - boot) + 0.005
+        return now + (stop_at - boot) + 0.005  # a renewal (a new valid_until in state.json) pushes it on
 
     def _replacement_alive(self) -> bool:
         return any(procs.is_same_process(pid, start) for pid, start in self.replacements)
 
-    def _spawn(self, now: float) -> None:
+    def _spawn(self, now: float) -> float:
         argv = [sys.executable, "-m", "hbwrap", "watch", self.spec["name"], "--state-dir", self.spec["state_dir"],
                 "--by", "keeper"]
         out, err = self.held_fds if self.held_fds else (subprocess.DEVNULL, subprocess.DEVNULL)
@@ -220,13 +249,12 @@ class SupervisorWatch:
                                     start_new_session=True, cwd="/")
         except OSError as exc:
             _note(f"cannot start a replacement supervisor: {exc.strerror or exc}")
-            self.check_at = now + ORPHAN_POLL_S
-            return
+            return now + ORPHAN_POLL_S
         proc.returncode = 0  # reaped by the keeper's own waitpid(-1)
         self.replacements.append((proc.pid, procs.start_time(proc.pid)))
         self.spawned += 1
         self.spawned_at = now
-        self.check_at = now + TAKEOVER_POLL_S
+        return now + TAKEOVER_POLL_S
 
     def excluded(self) -> set[int]:
         return {pid for pid, _ in self.replacements}
@@ -359,6 +387,8 @@ class Keeper:
                     self._pump(fd, writer, poller, drain=True)
                 break
             self.watch.check(time.monotonic())
+            if self.watch.lease_verdict is not None and self.child_status is None:
+                self._lease_running_out()
             if self.stop_requested and self.stopping_since is None:
                 self.record["stop_requested_at"] = time.time()
                 self._begin_stop()
@@ -470,6 +500,18 @@ class Keeper:
             return True
         # zombies count: one that exited after the waitpid above is reaped at the next turn
         return bool(procs.children_of(os.getpid(), exclude=spared))
+
+    def _lease_running_out(self) -> None:
+        """The shared lease is running out and the supervisor renews it no more: stop (then kill) the command."""
+        if self.stopping_since is None:
+            _note("the shared lease is running out and the supervisor does not renew it: stopping the command")
+            self.record["stop_requested_at"] = time.time()
+            self._begin_stop()
+        if self.watch.lease_verdict == "kill" and not self.sigkill_sent:
+            self.sigkill_sent = True
+            self.record["sigkill_at"] = time.time()
+            self._save()
+            self._signal_all(signal.SIGKILL)
 
     def _begin_stop(self) -> None:
         self.stopping_since = time.monotonic()

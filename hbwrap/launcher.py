@@ -35,6 +35,8 @@ def env_changes(opts: RunOptions, rec: RunRecord, resume: str | None, checkpoint
         env["HBWRAP_RESUME_FROM"] = resume
     elif "HBWRAP_RESUME_FROM" in base:
         unset.append("HBWRAP_RESUME_FROM")
+    if "HBWRAP_LEASE_URL" in base:
+        unset.append("HBWRAP_LEASE_URL")  # its credentials are hbwrap's, never the command's
     if "PYTHONUNBUFFERED" not in base:
         env["PYTHONUNBUFFERED"] = "1"
     if opts.pty:
@@ -61,7 +63,7 @@ def keeper_spec(opts: RunOptions, rec: RunRecord, changes: tuple[dict[str, str],
             "grace_s": opts.grace_s, "log_max_size": opts.log_max_size, "ignored_signals": ignored_signals,
             "stdin_inherit": os.isatty(0), "env_set": changes[0], "env_unset": changes[1],
             "self_heal": opts.self_heal, "supervisor_pid": os.getpid(), "supervisor_start": supervisor_start,
-            "lease_s": opts.lease_s}
+            "lease_s": opts.lease_s, "shared_lease": bool(opts.lease_url)}
 
 
 def probe_env(opts: RunOptions, rec: RunRecord, base: dict[str, str], checkpoint_path: Path,

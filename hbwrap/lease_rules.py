@@ -50,7 +50,8 @@ def lease_clock() -> float:
 
 
 def renew_interval_s(lease_s: float) -> float:
-    return lease_s / RENEWS_PER_LEASE
+    """Every lease/3, and at least twice before a holder would have to stop (short leases)."""
+    return min(lease_s / RENEWS_PER_LEASE, (lease_s - stop_margin_s(lease_s)) / 2)
 
 
 def retry_interval_s(lease_s: float) -> float:
@@ -59,8 +60,9 @@ def retry_interval_s(lease_s: float) -> float:
 
 
 def stop_margin_s(lease_s: float) -> float:
-    """How long before the last known expiry a holder without a renewal starts stopping its command."""
-    return max(lease_s / 6, MIN_MARGIN_S)
+    """How long before the last known expiry a holder without a renewal starts stopping its command:
+    lease/6, at least 2 s — but never more than a third of a short lease, which must leave time to renew."""
+    return max(lease_s / 6, min(MIN_MARGIN_S, lease_s / 3))
 
 
 def op_timeout_s(lease_s: float) -> float:

@@ -61,6 +61,10 @@ def parse_lease_url(url: str, option: str = "--lease-url") -> LeaseUrl:
         user, colon, password = userinfo.partition(":")
         found += [userinfo, password, unquote(password)] if colon else []
         shown_netloc = f"{user}:{MASK}@{hosts}" if colon else netloc
+    for entry in filter(None, hosts.split(",")):  # host[:port], several for libpq's multi-host URLs
+        port = entry.rpartition("]")[2].rpartition(":")[2] if ":" in entry.rpartition("]")[2] else ""
+        if ":" in entry.rpartition("]")[2] and not (port.isdigit() and 0 < int(port) < 65536):
+            raise UsageError(f"{option}: invalid port {port!r} (a number 1-65535)")
     kept, shown, schema = [], [], None
     for item in (p for p in query.split("&") if p):
         key, eq, value = item.partition("=")

@@ -194,6 +194,9 @@ class RunRecord:
     retry_after_s: float | None = _f(_OPT_NUM)   # a retry-after marker of this attempt: the delay it asked for
     dump_until: float | None = _f(_TIME)         # --dump-signal: the kill signal waits for the stack dump until then
     incident: str | None = _f(_OPT_STR)          # the incident recorded when this attempt was stopped
+    host: str | None = _f(_OPT_STR)              # --lease-url: this host's name in the shared lease
+    lease_holder: str | None = _f(_OPT_STR)      # ... the holder id the row names (a takeover here keeps it)
+    lease_valid_until: float | None = _f(_OPT_NUM)  # ... known valid until then: CLOCK_BOOTTIME, system-wide
     next_deadline_at: float | None = _f(_TIME)
     next_deadline: str | None = _f(_OPT_STR)
     restart_at: float | None = _f(_TIME)

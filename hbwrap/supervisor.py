@@ -36,9 +36,17 @@ MAX_WAIT_S = 3600.0           # poll() takes at most ~24.8 days; waking early is
 
 
 class SystemClock:
-    """Monotonic time for every deadline, wall time only to record."""
+    """Monotonic time for every deadline, wall time only to record.
 
-    mono = staticmethod(time.monotonic)
+    "Monotonic" is CLOCK_BOOTTIME: it never goes back and, unlike CLOCK_MONOTONIC, it counts while the host
+    is suspended, so --timeout and --deadline (wall-clock limits) and a shared lease (lease_rules) all
+    know, when a laptop or VM wakes up, how much time really passed.
+    """
+
+    @staticmethod
+    def mono() -> float:
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
+
     wall = staticmethod(time.time)
 
 
@@ -115,6 +123,7 @@ class Supervisor:
         self.stopped_by: str | None = None  # who sent the stop, when not a signal from outside (`hbwrap stop`)
         self.st: policy.RunState | None = None
         self.attempt = AttemptProcesses(self.launcher)
+        self.lease = None            # --lease-url: lease_shared.SharedLease
         self.inotify = None
         self.catch_up = False        # the first wake-up after a takeover scans everything unread
         self.next_status_at = 0.0
@@ -183,11 +192,21 @@ class Supervisor:
             if doc is None and takeover_only:
                 message(f"job {self.opts.name} has no orphaned run to take over")
                 return 1
+            claim = None
+            lease_opts = takeover.recorded_options(self.job, doc, self.state_dir) if doc is not None else self.opts
+            if lease_opts.lease_url:
+                busy, claim = self._claim_lease(lease_opts, doc, if_running)
+                if busy is not None:
+                    return busy
             self.signals.install()
             if doc is not None:
                 takeover.adopt(self, doc, lock.killed_hung)
+            elif getattr(claim, "continuing", False):
+                takeover.continue_across_hosts(self, claim)
             else:
-                self._start_run()
+                self._start_run(claim.generation if claim is not None else None)
+            if self.lease is not None:
+                self._share_lease(claim)
             self._setup_watches()
             return self._loop()
         except lease.SteppedDown as exc:
@@ -214,6 +233,8 @@ class Supervisor:
     def _cleanup(self) -> None:
         self.journal.close()
         self.attempt.close(KEEPER_EXIT_WAIT_S)
+        if self.lease is not None:
+            self.lease.close()
         follower = self.observer.follower
         self.passthrough.flush_for(10.0, follower.position if follower is not None else None)
         self.passthrough.close()
@@ -221,12 +242,50 @@ class Supervisor:
         if self.inotify is not None:
             self.inotify.close()
 
-    def _start_run(self) -> None:
+    def _claim_lease(self, opts: RunOptions, doc: dict | None, if_running: str):
+        """--lease-url: the row first (exit code, claim). A busy row follows --if-running; a run of this host
+        being taken over keeps its holder id, and is adopted even when its row was lost (to stop it)."""
+        from hbwrap.lease_shared import SharedLease
+
+        self.lease = SharedLease(opts)
+        holder = doc.get("lease_holder") if doc is not None else None
+        run_id = doc.get("run_id") if doc is not None else new_run_id()
+        while True:
+            got = self.lease.claim(holder, run_id)
+            if self.lease.generation is not None or doc is not None:
+                return None, got
+            where = f" on {got.holder_host} (its lease expires in {max(0.0, got.expires_in_s):.0f}s)"
+            if if_running == "skip":
+                if opts.verbose:
+                    message(f"job {opts.name} is already running{where}; skipping this run")
+                return 0, None
+            if if_running == "fail":
+                message(f"job {opts.name} is already running{where}")
+                return 75, None
+            time.sleep(max(0.2, min(opts.lease_s / 3, got.expires_in_s + 0.1)))  # --if-running wait; no run yet
+
+    def _share_lease(self, claim) -> None:
+        st, lease_ = self.st, self.lease
+        st.shared = True
+        st.rec.host, st.rec.lease_holder = lease_.host, lease_.holder
+        if lease_.generation is not None:
+            st.rec.generation = lease_.generation  # HBWRAP_FENCE: the row's generation, across hosts
+            st.rec.lease_valid_until, st.lease_sent_at = lease_.valid_until, lease_.sent_at
+        else:  # adopted a run of this host whose row another host took meanwhile: stop its command, go
+            st.lease_lost = (f"the lease was taken by {claim.holder_host} while no supervisor of this host held "
+                             f"it")
+            self.emit(Event.LEASE_LOST, detail=st.lease_lost)
+        lease_.start()
+        self.write_state()
+
+    def _start_run(self, generation: int | None = None) -> None:
         previous = lease.read_holder(self.job) or {}
-        generation = previous.get("generation") if isinstance(previous.get("generation"), int) else 0
+        if generation is None:
+            last = previous.get("generation") if isinstance(previous.get("generation"), int) else 0
+            generation = last + 1
         now = self.clock.mono()
-        rec = RunRecord(name=self.opts.name, run_id=new_run_id(), status=Status.STARTING.value,
-                        generation=generation + 1, started_at=now, lease_s=self.opts.lease_s,
+        rec = RunRecord(name=self.opts.name, run_id=self.lease.run_id if self.lease else new_run_id(),
+                        status=Status.STARTING.value, generation=generation, started_at=now, lease_s=self.opts.lease_s,
                         command=list(self.opts.command), options=self.opts.to_json())
         self.st = self.journal.st = policy.RunState(rec, phase=Phase.LAUNCH, stopped_by=self.stopped_by)
         self.observer.follow_new(rec.run_id)
@@ -242,7 +301,8 @@ class Supervisor:
     def _loop(self) -> int:
         st = self.st
         turns = 0
-        while not (st.phase is Phase.CLOSING and self.journal.alerts_closed(self.clock.mono())):
+        while not (st.phase is Phase.CLOSING and self.journal.alerts_closed(self.clock.mono())
+                   and (self.lease is None or not self.lease.busy())):
             now = self.clock.mono()
             ready = self.waiter.wait(self._poll_fds(), self._timeout(now))
             now = self.clock.mono()
@@ -267,6 +327,8 @@ class Supervisor:
         fds.extend((fd, select.POLLOUT) for fd in self.passthrough.poll_fds())
         if self.journal.alert_fd() is not None:
             fds.append((self.journal.alert_fd(), select.POLLIN))
+        if self.lease is not None and self.lease.fd() is not None:
+            fds.append((self.lease.fd(), select.POLLIN))
         return fds
 
     def _timeout(self, now: float) -> float | None:
@@ -302,6 +364,8 @@ class Supervisor:
             self.incidents.keep_baseline(self.attempt.handle, now)
         if self.journal.alert_fd() in ready:
             self.journal.alerts_woke()
+        if self.lease is not None and self.lease.fd() in ready:
+            obs.lease_results = self.lease.results()
         self.journal.print_warnings()
         self.passthrough.ready(ready)
         self.passthrough.catch_up(self.observer.follower.position)
@@ -346,6 +410,10 @@ class Supervisor:
             self.incidents.dump(attempt.handle, args["signal"], self.observer)
         elif kind == "add_dump":
             self.incidents.add_dump(self.observer)
+        elif kind == "renew_lease":
+            self.lease.renew(**args)
+        elif kind == "release_lease":
+            self.lease.release(**args)
         elif kind == "replay_quiet":
             self.journal.replay_quiet()
         elif kind == "fail":

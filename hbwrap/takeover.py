@@ -131,6 +131,29 @@ def adopt(sup, doc: dict, killed_hung: int | None) -> None:
     sup.say(f"took over job {opts.name} (run {rec.run_id}, attempt {rec.attempt}): {what}")
 
 
+def continue_across_hosts(sup, claim) -> None:
+    """--lease-url: the row's holder host died or was cut off (its lease expired, its run never ended): this
+    host continues that run — a new attempt of the same run id, from the shared checkpoint."""
+    prev = claim.previous
+    now = sup.clock.mono()
+    started = now - max(0.0, prev.server_now - prev.acquired_at) if prev is not None else now
+    rec = RunRecord(name=sup.opts.name, run_id=claim.run_id, status=Status.STARTING.value,
+                    generation=claim.generation, attempt=int(prev.attempt or 0) if prev is not None else 0,
+                    checkpoint=claim.checkpoint, started_at=started, lease_s=sup.opts.lease_s,
+                    command=list(sup.opts.command), options=sup.opts.to_json())
+    st = RunState(rec, phase=Phase.LAUNCH, stopped_by=sup.stopped_by)
+    sup.st = sup.journal.st = st
+    sup.observer.follow_new(rec.run_id)
+    sup.write_state()
+    sup.journal.start_alerts(sup.observer.output_tail)
+    host = prev.holder_host if prev is not None else "another host"
+    what = (f"the lease of {host} expired with its run unfinished: continuing it"
+            + (f" from checkpoint {claim.checkpoint}" if claim.checkpoint else ""))
+    sup.emit(Event.TAKEOVER, by="run", previous_host=host, previous_generation=prev.generation if prev else None,
+             supervisor_pid=os.getpid(), detail=what)
+    sup.say(f"took over job {sup.opts.name} (run {rec.run_id}, attempt {rec.attempt + 1}): {what}")
+
+
 def _adopted_phase(sup, st: RunState, now: float) -> str:
     """Set the phase (and the attempt handle) the adopted run is in; what it was doing, in words."""
     rec, job = st.rec, sup.job

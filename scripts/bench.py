@@ -42,7 +42,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ["startup", "output", "binary", "idle", "detection", "kill", "memory", "scale", "takeover", "selfheal",
-             "blocked", "incident", "repeat"]
+             "blocked", "incident", "repeat", "fleet"]
 ALIASES = {
     "start-up": "startup", "output-throughput": "output", "throughput": "output", "text": "output",
     "binary-throughput": "binary", "idle-cost": "idle", "detection-precision": "detection",
@@ -59,20 +59,20 @@ FULL = dict(
     detection_runs=20, detection_timeout_runs=5, kill_runs=5, kill_timeout_runs=2, kill_procs=50,
     kill_grace=1.0, memory_line=300_000_000, memory_runs=3, memory_hold=1.0, scale_jobs=100,
     scale_window=60.0, takeover_runs=5, selfheal_runs=7, blocked_runs=5, incident_runs=20, repeat_bytes=GiB // 2,
-    repeat_runs=3,
+    repeat_runs=3, fleet_runs=5, fleet_window=60.0,
 )
 QUICK = dict(
     FULL, startup_runs=7, stream_bytes=256 * MiB, stream_runs=3, idle_window=10.0, idle_jobs=2,
     detection_runs=8, detection_timeout_runs=2, kill_runs=3, kill_timeout_runs=1,
     memory_line=100_000_000, memory_runs=1, scale_window=10.0, takeover_runs=3, selfheal_runs=3, blocked_runs=2,
-    incident_runs=10, repeat_bytes=128 * MiB, repeat_runs=2,
+    incident_runs=10, repeat_bytes=128 * MiB, repeat_runs=2, fleet_runs=2, fleet_window=20.0,
 )
 SMOKE = dict(
     FULL, startup_runs=1, stream_bytes=4 * MiB, stream_runs=1, idle_window=1.0, idle_jobs=1,
     detection_runs=1, detection_timeout_runs=1, kill_runs=1, kill_timeout_runs=1, kill_procs=12,
     kill_grace=0.5, memory_line=2_000_000, memory_runs=1, memory_hold=0.3, scale_jobs=3,
     scale_window=1.0, takeover_runs=1, selfheal_runs=1, blocked_runs=1, incident_runs=2, repeat_bytes=4 * MiB,
-    repeat_runs=1,
+    repeat_runs=1, fleet_runs=1, fleet_window=2.0,
 )
 
 # --- helper programs run as the supervised commands -------------------------------------------------
@@ -393,8 +393,8 @@ class Bench:
         elif isinstance(stderr, (str, Path)):
             stderr = own = open(stderr, "ab")
         try:
-            p = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=self.env, cwd=self.tmp,
-                                 start_new_session=True, **kw)
+            p = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=kw.pop("env", self.env),
+                                 cwd=self.tmp, start_new_session=True, **kw)
         finally:
             if own is not None:
                 own.close()
@@ -1237,6 +1237,108 @@ class Bench:
                  passed=bool(p and r and r >= 0.6 * p))
         self.row("repeat", "hbwrap run (without)", label, "MB/s", plain)
         self.raw["repeat"] = {"bytes": size, "MB_per_s": {"with": repeat, "without": plain}}
+
+    def sc_fleet(self):
+        """--lease-url against PostgreSQL: takeover after a host's death, the database's load, start-up."""
+        url = os.environ.get("HBWRAP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+        try:
+            import psycopg
+
+            psycopg.connect(url, connect_timeout=3).close()
+        except Exception as exc:  # no server, or no psycopg in the bench venv: say so, measure the rest
+            why = f"no PostgreSQL ({type(exc).__name__})"
+            for metric in ("takeover after host death", "statements per job and minute", "start-up"):
+                self.skip_row("fleet", "hbwrap --lease-url", metric, why)
+            return
+        schema = f"hbwrap_bench_{os.getpid()}"
+        lease_url = f"{url}{'&' if '?' in url else '?'}hbwrap_schema={schema}"
+        try:
+            self._fleet_takeover(lease_url)
+            self._fleet_load(url, lease_url, schema)
+            self._fleet_startup(lease_url)
+        finally:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+    def _fleet_env(self, host: str) -> dict:
+        return dict(self.env, HBWRAP_STATE_DIR=str(self.tmp / f"state-{host}"))
+
+    def _fleet_takeover(self, lease_url: str) -> None:
+        lat = []
+        for i in range(self.s["fleet_runs"]):
+            job = self.job_name("fleet")
+            common = ["--name", job, "--lease-url", lease_url, "--lease", "3s", "--response-timeout", "1h"]
+            a = self.spawn([self.hbwrap, "run", *common, "--host", "a", "--no-self-heal", "--", "sleep", "600"],
+                           env=self._fleet_env("a"))
+            state = self.tmp / "state-a" / job / "state.json"
+            if not wait_for(lambda: state.exists() and json.loads(state.read_text()).get("child_pid"), timeout=30):
+                raise RuntimeError("fleet: host a never started the command")
+            st = json.loads(state.read_text())
+            b = self.spawn([self.hbwrap, "run", *common, "--host", "b", "--if-running", "wait", "--",
+                            "sleep", "600"], env=self._fleet_env("b"))
+            time.sleep(0.5)
+            for pid in (st["supervisor_pid"], st["keeper_pid"]):
+                os.kill(pid, signal.SIGKILL)
+            os.killpg(st["child_pid"], signal.SIGKILL)  # the host dies: all of it at once
+            expiry = self._expires_at(lease_url, job)  # the database's clock (this machine's: a local server)
+            started = self.tmp / "state-b" / job / "events.jsonl"
+            ev = wait_for(lambda: next((json.loads(line) for line in (started.read_text().splitlines()
+                                        if started.exists() else []) if '"attempt_start"' in line), None),
+                          timeout=30, every=0.01)
+            lat.append((parse_iso(ev["ts"]) - expiry) * 1000 if ev and expiry else None)
+            self.terminate([a, b], timeout=15)
+            self.sweep()
+        m = median(lat)
+        self.row("fleet", "hbwrap --lease-url (2 hosts)", "takeover after host death: lease expiry → new attempt",
+                 "ms", lat, target="≤ 1000 ms", passed=m is not None and m <= 1000 and None not in lat,
+                 note="from the row's expires_at (the database server's clock) to the next holder's attempt_start; "
+                      "that holder waits with --if-running wait")
+
+    def _expires_at(self, lease_url: str, job: str) -> float | None:
+        out = subprocess.run([self.hbwrap, "status", "--fleet", "--lease-url", lease_url, "--json", job],
+                             capture_output=True, text=True, env=self.env, timeout=30)
+        try:
+            return parse_iso(json.loads(out.stdout)[0]["expires_at"])
+        except (ValueError, IndexError, KeyError):
+            return None
+
+    def _fleet_load(self, url: str, lease_url: str, schema: str) -> None:
+        import psycopg
+
+        window = self.s["fleet_window"]
+        job = self.job_name("fleet-load")
+        p = self.spawn([self.hbwrap, "run", "--name", job, "--lease-url", lease_url, "--response-timeout", "1h",
+                        "--", "sleep", "600"], env=self._fleet_env("load"))
+        state = self.tmp / "state-load" / job / "state.json"
+        wait_for(lambda: state.exists() and json.loads(state.read_text()).get("child_pid"), timeout=30)
+
+        def updates() -> int:
+            with psycopg.connect(url, autocommit=True) as conn:
+                row = conn.execute("SELECT n_tup_upd + n_tup_ins FROM pg_stat_user_tables WHERE schemaname = %s "
+                                   "AND relname = 'hbwrap_leases'", (schema,)).fetchone()
+                return int(row[0]) if row else 0
+        before = updates()
+        time.sleep(window)
+        time.sleep(0.6)  # the statistics collector's delay
+        per_min = (updates() - before) * 60.0 / window
+        self.terminate([p], timeout=15)
+        self.sweep()
+        self.row("fleet", "hbwrap --lease-url (default 30 s lease)", "statements per job and minute", "/min",
+                 [per_min], target="≤ 6", passed=per_min <= 6.5, spread=False,
+                 note="renewals (a checkpoint rides along); plus an acquire and a release per run")
+
+    def _fleet_startup(self, lease_url: str) -> None:
+        runs = max(3, self.s["startup_runs"] // 2)
+        plain, shared = [], []
+        for _ in range(runs):
+            for target, extra in ((plain, []), (shared, ["--lease-url", lease_url])):
+                t0 = time.perf_counter()
+                p = self.spawn([self.hbwrap, "run", "--name", self.job_name("fleet-start"), *extra, "--", "true"])
+                p.wait()
+                target.append((time.perf_counter() - t0) * 1000)
+        self.row("fleet", "hbwrap run -- true", "start-up, without --lease-url", "ms", plain)
+        self.row("fleet", "hbwrap run --lease-url URL -- true", "start-up, with --lease-url", "ms", shared,
+                 ratio=f"+{median(shared) - median(plain):.0f} ms (psycopg, connect, acquire, release)")
 
     def stop_job(self, job: str) -> None:
         subprocess.run([self.hbwrap, "stop", job, "--timeout", "15s"], env=self.env, cwd=self.tmp,

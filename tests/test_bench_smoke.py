@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "scripts" / "bench.py"
 SCENARIOS = ["startup", "output", "binary", "idle", "detection", "kill", "memory", "scale", "takeover", "selfheal",
-             "blocked", "incident", "repeat"]
+             "blocked", "incident", "repeat", "fleet"]
 
 
 @pytest.mark.timeout(120)

@@ -18,7 +18,7 @@ def test_the_figures_at_the_default_lease():
 
 
 @pytest.mark.parametrize("lease_s, margin_s, op_s, retry_s", [
-    (1.0, 2.0, 1.0, 0.2), (3.0, 2.0, 1.0, 0.2), (12.0, 2.0, 2.0, 0.4), (300.0, 50.0, 5.0, 1.0)])
+    (1.0, 1 / 3, 1.0, 0.2), (3.0, 1.0, 1.0, 0.2), (12.0, 2.0, 2.0, 0.4), (300.0, 50.0, 5.0, 1.0)])
 def test_margins_and_bounds_scale_with_the_lease_within_floors(lease_s, margin_s, op_s, retry_s):
     assert rules.stop_margin_s(lease_s) == pytest.approx(margin_s)
     assert rules.op_timeout_s(lease_s) == pytest.approx(op_s)
@@ -85,3 +85,11 @@ def test_lease_clock_is_monotonic_and_counts_suspend():
     a = rules.lease_clock()
     b = rules.lease_clock()
     assert b >= a > 0
+
+
+@pytest.mark.parametrize("lease_s", [1.0, 2.0, 3.0, 6.0, 30.0, 300.0])
+def test_a_holder_renews_at_least_twice_before_it_would_have_to_stop(lease_s):
+    # short leases too: the first renewal is due well before the instant a holder must stop
+    stop_after = lease_s - rules.stop_margin_s(lease_s)
+    assert stop_after > 0
+    assert 2 * rules.renew_interval_s(lease_s) <= stop_after + 1e-9

@@ -14,6 +14,8 @@ from hbwrap.policy.deadlines import (clocks_of, decide, due_stall, next_deadline
 from hbwrap.policy.state import (ADD_DUMP, DUMP, SAMPLE_ACTIVITY, STALL, FAIL, FORCE_KILL, KILL_PROBE, LAUNCH, RELEASE_KEEPER, REPLAY_QUIET,
                                  REQUEST_STOP, SIGNAL_GROUP, START_PROBE, SWEEP, WRITE_STATE, Action,
                                  Observations, RunState)
+from hbwrap.policy.shared import kill_due, lease_advance, lease_wake_at
+from hbwrap.policy.state import RELEASE_LEASE
 from hbwrap.policy.state import emit as _emit
 from hbwrap.policy.state import say as _say
 
@@ -136,6 +138,7 @@ def advance(st: RunState, obs: Observations, now: float, opts: RunOptions, rng: 
         _step_starting(st, obs, now, opts, rng, out)  # attempt_start goes before what the command printed
         obs.launched = None
     _observe(st, obs, now, opts, out)
+    lease_advance(st, obs, now, opts, out)
     while True:
         before = st.phase
         _STEPS[st.phase](st, obs, now, opts, rng, out)
@@ -173,6 +176,9 @@ def _step_launch(st: RunState, obs: Observations, now: float, opts: RunOptions, 
     rec = st.rec
     if st.signals:
         _finish_stopped(st, now, out)
+        return
+    if st.lease_lost is not None:
+        _finish_lease_lost(st, now, out)
         return
     rec.attempt += 1
     rec.attempt_started_at = now
@@ -235,13 +241,14 @@ def _want_activity(st: RunState, out: list) -> None:
         out.append(Action(SAMPLE_ACTIVITY))
 
 
-def _begin_stop(st: RunState, reason: StallReason | None, now: float, opts: RunOptions, out: list) -> None:
+def _begin_stop(st: RunState, reason: StallReason | None, now: float, opts: RunOptions, out: list,
+                cause: str = "stop") -> None:
     """Stop the attempt: for a stall, first the incident (before any signal), then --dump-signal and its
     wait if asked for, then the kill signal (through the keeper)."""
     rec = st.rec
     st.phase = Phase.STOPPING
     st.stall = reason
-    rec.stop_reason = reason.value if reason else "stop"
+    rec.stop_reason = reason.value if reason else cause
     rec.stop_started_at = now
     if st.probe_started_at is not None:
         out.append(Action(KILL_PROBE))
@@ -332,6 +339,9 @@ def _step_running(st: RunState, obs: Observations, now: float, opts: RunOptions,
         st.signals_acted = len(st.signals)
         _begin_stop(st, None, now, opts, out)
         return
+    if st.lease_lost is not None:
+        _begin_stop(st, None, now, opts, out, cause="lease lost")
+        return
     reason = due_stall(opts, clocks_of(st.rec), now)
     if reason is StallReason.RESPONSE and opts.activity and not _judge_activity(st, now, opts, out):
         return  # the tree was busy (a sign of life now), or its counters are being read
@@ -396,7 +406,13 @@ def _step_stopping(st: RunState, obs: Observations, now: float, opts: RunOptions
         out.append(Action(ADD_DUMP))
         _send_kill_signal(st, now, opts, out)
         return
+    if st.lease_lost is not None and rec.dump_until is not None:
+        rec.dump_until = now  # no time for a stack dump: the lease is running out
     started = rec.stop_started_at if rec.stop_started_at is not None else now
+    if kill_due(st, opts, now) and not st.lease_killed:
+        st.lease_killed, st.forced, st.sigkill_noted = True, True, True
+        out.append(Action(SIGNAL_GROUP if st.unkept else FORCE_KILL, {"signal": SIGKILL, "why": "lease lost"}))
+        out.append(_emit(Event.KILL, signal="SIGKILL", pid=rec.child_pid, reason="lease lost"))
     if len(st.signals) > st.signals_acted:
         st.signals_acted = len(st.signals)
         if len(st.signals) > 1 and not st.forced:
@@ -432,6 +448,9 @@ def _step_ended(st: RunState, obs: Observations, now: float, opts: RunOptions, r
     rec.stop_reason = rec.stop_started_at = None
     if st.signals:
         _finish_stopped(st, now, out)
+        return
+    if st.lease_lost is not None:
+        _finish_lease_lost(st, now, out)
         return
     decision = decide(opts, end, rec.restarts, now, _run_start(rec, now), rng)
     st.end = None
@@ -477,6 +496,9 @@ def _step_backoff(st: RunState, obs: Observations, now: float, opts: RunOptions,
     rec = st.rec
     if st.signals:
         _finish_stopped(st, now, out)
+        return
+    if st.lease_lost is not None:
+        _finish_lease_lost(st, now, out)
         return
     restart_at = rec.restart_at if rec.restart_at is not None else now
     deadline = run_deadline_at(opts, _run_start(rec, now))
@@ -526,6 +548,15 @@ def _finish_stopped(st: RunState, now: float, out: list) -> None:
     _close_run(st, now, out, replay=True)
 
 
+def _finish_lease_lost(st: RunState, now: float, out: list) -> None:
+    """The lease was lost: the command is stopped; exit 75, start nothing, leave the run to the next holder."""
+    rec = st.rec
+    rec.exit_code, st.exit_code = 75, 75
+    out.append(_emit(Event.STOP, reason="lease lost", exit_code=75, by="lease"))
+    rec.status = Status.STOPPED.value
+    _close_run(st, now, out, replay=True)
+
+
 def _close_run(st: RunState, now: float, out: list, replay: bool) -> None:
     rec = st.rec
     rec.ended_at = now
@@ -533,6 +564,9 @@ def _close_run(st: RunState, now: float, out: list, replay: bool) -> None:
     rec.stop_reason = rec.stop_started_at = None
     out.append(Action(WRITE_STATE))
     out.append(Action(RELEASE_KEEPER))
+    if st.shared and st.lease_lost is None:  # the run is over: free the row for the next run
+        out.append(Action(RELEASE_LEASE, {"status": rec.status, "checkpoint": rec.checkpoint,
+                                          "attempt": rec.attempt}))
     if replay:
         out.append(Action(REPLAY_QUIET))
     st.phase = Phase.CLOSING
@@ -579,6 +613,7 @@ def wake_at(st: RunState, opts: RunOptions, now: float) -> float | None:
             at.append(deadline)
     if st.pending_checkpoint is not None:
         at.append(st.checkpoint_event_at + CHECKPOINT_EVENT_SPACING_S)
+    at.extend(lease_wake_at(st, opts, now))
     if phase not in (Phase.CLOSING, Phase.DONE):
         renew_s = renew_interval_s(opts)
         at.append(st.state_written_at + (min(STATE_FLUSH_S, renew_s) if st.state_dirty else renew_s))

@@ -25,6 +25,8 @@ class Observations:
     new_line: bool = False                 # ... and one of them was not a repeat of the last 1,000
     retry_after: list = field(default_factory=list)  # values of retry-after markers
     activity: dict | None = None           # a sample of the tree's CPU and I/O counters, taken when asked for
+    lease_results: list = field(default_factory=list)  # shared lease: ("ok", valid_until, sent_at) |
+                                           # ("error", detail, failed_at) | ("lost", detail, at)
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ LAUNCH, EMIT, SAY, REQUEST_STOP, FORCE_KILL, SIGNAL_GROUP, SWEEP = (
 START_PROBE, KILL_PROBE, WRITE_STATE, RELEASE_KEEPER, FAIL, REPLAY_QUIET = (
     "start_probe", "kill_probe", "write_state", "release_keeper", "fail", "replay_quiet")
 STALL, SAMPLE_ACTIVITY, DUMP, ADD_DUMP = "stall", "sample_activity", "dump", "add_dump"
+RENEW_LEASE, RELEASE_LEASE = "renew_lease", "release_lease"
 # STALL: record an incident of the attempt (before any signal), then emit the stall event naming it
 
 
@@ -80,3 +83,10 @@ class RunState:
     activity_fresh: dict | None = None     # ... a sample taken at the response deadline, to compare with it
     activity_wanted: bool = False          # a sample was asked for and has not arrived yet
     activity_detail: str | None = None     # what the last comparison measured (for the stall's detail)
+    shared: bool = False                   # --lease-url: the lease is a row in PostgreSQL (policy/shared.py)
+    lease_sent_at: float = 0.0             # when the last successful renewal (or the acquire) was sent
+    lease_failed_at: float | None = None   # when the last renewal failed, if one did since
+    lease_in_flight: bool = False
+    lease_error_said: bool = False
+    lease_lost: str | None = None          # why the lease is lost: the command is stopped, the run left alone
+    lease_killed: bool = False
