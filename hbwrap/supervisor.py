@@ -11,6 +11,7 @@ import os
 import random
 import select
 import signal
+import socket
 import time
 import traceback
 from pathlib import Path
@@ -20,7 +21,7 @@ from hbwrap.errors import HbwrapError
 from hbwrap.jobstore import JobDir, StateDir, new_run_id
 from hbwrap.journal import Journal, message
 from hbwrap.launcher import Launcher, attempt_markers, env_changes, keeper_spec, probe_env
-from hbwrap.model import Event, Phase, RunRecord, Status
+from hbwrap.model import Event, Phase, RunRecord, Status, iso
 from hbwrap.observe import POLL_FALLBACK_S, PUMP_BUDGET, UNBOUNDED, Observer
 from hbwrap.options import RunOptions, compile_pattern
 from hbwrap.passthrough import Passthrough, StatusLine
@@ -116,6 +117,8 @@ class Supervisor:
         self.standby = None    # the keeper of the last ended attempt, standing by until released
         self.probe = None
         self.probe_killed = False
+        self.check = None      # the --restart-check running now (restartcheck.RestartCheck)
+        self.host = opts.host or socket.gethostname()  # restart_pending says where to answer
         self.inotify = None
         self.catch_up = False        # the first wake-up after a takeover scans everything unread
         self.recheck_keeper = False  # look at the keeper's record at the next wake-up, whatever inotify says
@@ -159,7 +162,7 @@ class Supervisor:
 
     def _own_pids(self) -> set[int]:
         """Processes of ours (probes, alert commands) that are never swept as part of an attempt."""
-        pids = {self.probe.pid} if self.probe is not None else set()
+        pids = {p.pid for p in (self.probe, self.check) if p is not None and p.pid is not None}
         return pids | (self.journal.own_pids() if self.journal is not None else set())
 
     # --- run ---------------------------------------------------------------------------------------
@@ -217,6 +220,8 @@ class Supervisor:
                 handle.close()
         if self.probe is not None:
             self.probe.kill()
+        if self.check is not None:
+            self.check.close()
         follower = self.observer.follower
         self.passthrough.flush_for(10.0, follower.position if follower is not None else None)
         self.passthrough.close()
@@ -231,7 +236,8 @@ class Supervisor:
         rec = RunRecord(name=self.opts.name, run_id=new_run_id(), status=Status.STARTING.value,
                         generation=generation + 1, started_at=now, lease_s=self.opts.lease_s,
                         command=list(self.opts.command), options=self.opts.to_json())
-        self.st = self.journal.st = policy.RunState(rec, phase=Phase.LAUNCH, stopped_by=self.stopped_by)
+        self.st = self.journal.st = policy.RunState(rec, phase=Phase.LAUNCH, stopped_by=self.stopped_by,
+                                                    host=self.host)
         self.observer.follow_new(rec.run_id)
         self.write_state()
         self.journal.start_alerts(self.observer.output_tail)
@@ -266,7 +272,7 @@ class Supervisor:
         fds = [(self.signals.fd, select.POLLIN)]
         if self.inotify is not None:
             fds.append((self.inotify.fd, select.POLLIN))
-        for source in (self.handle, self.probe):
+        for source in (self.handle, self.probe, self.check):
             if source is not None:
                 fds.extend((fd, select.POLLIN) for fd in source.fds())
         fds.extend((fd, select.POLLOUT) for fd in self.passthrough.poll_fds())
@@ -275,12 +281,14 @@ class Supervisor:
         return fds
 
     def _timeout(self, now: float) -> float | None:
-        if self.observer.more_output or self.catch_up or (self.recheck_keeper and self.handle is not None):
+        if self.observer.more_output or self.catch_up or (self.recheck_keeper and self.handle is not None) or \
+                (self.check is not None and self.check.done):
             return 0.0
         at = [policy.wake_at(self.st, self.opts, now), self.journal.close_deadline()]
         if self.status_line is not None:
             at.append(self.next_status_at)
-        if self.inotify is None or (self.handle is not None and self.handle.pidfd is None):
+        if self.inotify is None or (self.handle is not None and self.handle.pidfd is None) or \
+                (self.check is not None and self.check.polled):
             at.append(now + POLL_FALLBACK_S)
         future = [a for a in at if a is not None]
         if not future:
@@ -299,12 +307,17 @@ class Supervisor:
         recheck, self.recheck_keeper = self.recheck_keeper, False
         self.observer.pump(obs, UNBOUNDED if first else PUMP_BUDGET)
         self.observer.check_files(None if first else changed, obs)
+        self.observer.check_answer(None if first else changed, obs, self.clock.wall() - now)
         if self.handle is not None:
             self._observe_attempt(obs, ready, changed, now, first or recheck)
         if self.probe is not None and (self.probe_killed or not self.probe.fds() or self.probe.pidfd in ready):
             code = -1 if self.probe_killed else self.probe.result()
             if code is not None:
                 obs.probe_exit, self.probe, self.probe_killed = code, None, False
+        if self.check is not None:
+            obs.check_result = self.check.result(ready)
+            if obs.check_result is not None:
+                self.check = None
         if self.journal.alert_fd() in ready:
             self.journal.alerts_woke()
         self.journal.print_warnings()
@@ -399,6 +412,21 @@ class Supervisor:
         if self.probe is not None:
             self.probe.kill()
             self.probe_killed = True
+
+    def _do_start_check(self, resume_from: str | None, reason: str | None, exit_code: int | None) -> None:
+        from hbwrap.restartcheck import check_environment
+
+        rec, opts = self.st.rec, self.opts
+        event = {"ts": iso(self.clock.wall()), "job": opts.name, "run_id": rec.run_id, "attempt": rec.attempt,
+                 "event": "restart_check", "reason": reason, "exit_code": exit_code, "checkpoint": rec.checkpoint}
+        env = check_environment(self.base_env, event, opts.name, resume_from)
+        secrets = [u for u in (*opts.alert_webhooks, opts.ping_url, opts.lease_url) if u]
+        self.check = self.launcher.start_check(opts.restart_check, env, opts.cwd, secrets)
+        rec.check_pid, rec.check_start = self.check.pid, self.check.start_time  # a takeover kills what is left
+
+    def _do_kill_check(self) -> None:
+        if self.check is not None:
+            self.check.kill()
 
     def _do_release_keeper(self) -> None:
         for handle in (self.handle, self.standby):

@@ -21,6 +21,8 @@ class Observations:
     command_alive: bool = False            # with keeper_gone: the command is still running, unkept
     group_gone: bool = False               # stopping an unkept group: nothing of it is left
     probe_exit: int | None = None          # the probe that finished: its exit code (-1: it timed out)
+    answer: dict | None = None             # hbwrap approve/deny: run_id, attempt, verdict, by, at (monotonic)
+    check_result: dict | None = None       # the --restart-check ended: exit_code | signal | error, timed_out, output
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,11 @@ LAUNCH, EMIT, SAY, REQUEST_STOP, FORCE_KILL, SIGNAL_GROUP, SWEEP = (
     "launch", "emit", "say", "request_stop", "force_kill", "signal_group", "sweep")
 START_PROBE, KILL_PROBE, WRITE_STATE, RELEASE_KEEPER, FAIL, REPLAY_QUIET = (
     "start_probe", "kill_probe", "write_state", "release_keeper", "fail", "replay_quiet")
+START_CHECK, KILL_CHECK = "start_check", "kill_check"
+
+
+class At(float):
+    """A monotonic instant among an event's fields: the journal records it as an ISO 8601 wall time."""
 
 
 def emit(event: Event, **fields) -> Action:
@@ -70,3 +77,10 @@ class RunState:
     state_written_at: float = -1e9
     state_dirty: bool = False
     exit_code: int | None = None           # hbwrap's exit code once the run is over
+    host: str = ""                         # where the run is supervised (restart_pending says it)
+    check_killed: bool = False             # the --restart-check outlived its limit and was killed
+
+
+def resume_value(st: RunState, opts) -> str | None:
+    """The HBWRAP_RESUME_FROM the next attempt gets: the run's last checkpoint, unless --no-resume."""
+    return st.rec.checkpoint if opts.resume and st.rec.checkpoint else None
