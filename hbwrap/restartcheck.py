@@ -12,19 +12,30 @@ import subprocess
 from hbwrap import procs
 from hbwrap.alerts.alertcmd import CMD_OUTPUT_BYTES, alert_environment, env_value
 from hbwrap.alerts.mask import mask_text, mask_urls_in
+from hbwrap.model import RunRecord, iso
+from hbwrap.options import RunOptions
 
 CHECK_OUTPUT_BYTES = CMD_OUTPUT_BYTES
 _READS_PER_WAKE = 16
 
 
-def check_environment(base: dict[str, str], event: dict, job: str, resume_from: str | None) -> dict[str, str]:
-    """What the check sees (SPEC §3): hbwrap's own environment, the alert variables of `event`, and
-    HBWRAP_RESUME_FROM exactly when the next attempt will get it."""
-    env = alert_environment(base, event, job)
+def check_environment(base: dict[str, str], opts: RunOptions, rec: RunRecord, now_wall: float,
+                      resume_from: str | None, reason: str | None, exit_code: int | None) -> dict[str, str]:
+    """What the check sees (SPEC §3): hbwrap's own environment, the alert variables of a `restart_check` event
+    about the attempt that ended (why, the exit code the run would end with), and HBWRAP_RESUME_FROM exactly
+    when the next attempt will get it."""
+    event = {"ts": iso(now_wall), "job": opts.name, "run_id": rec.run_id, "attempt": rec.attempt,
+             "event": "restart_check", "reason": reason, "exit_code": exit_code, "checkpoint": rec.checkpoint}
+    env = alert_environment(base, event, opts.name)
     env.pop("HBWRAP_RESUME_FROM", None)
     if resume_from is not None:
         env["HBWRAP_RESUME_FROM"] = env_value(resume_from)
     return env
+
+
+def secrets_of(opts: RunOptions) -> list[str]:
+    """URLs whose credentials must not appear in the check's recorded output."""
+    return [u for u in (*opts.alert_webhooks, opts.ping_url, opts.lease_url) if u]
 
 
 class RestartCheck:

@@ -21,7 +21,7 @@ from hbwrap.errors import HbwrapError
 from hbwrap.jobstore import JobDir, StateDir, new_run_id
 from hbwrap.journal import Journal, message
 from hbwrap.launcher import Launcher, attempt_markers, env_changes, keeper_spec, probe_env
-from hbwrap.model import Event, Phase, RunRecord, Status, iso
+from hbwrap.model import Event, Phase, RunRecord, Status
 from hbwrap.observe import POLL_FALLBACK_S, PUMP_BUDGET, UNBOUNDED, Observer
 from hbwrap.options import RunOptions, compile_pattern
 from hbwrap.passthrough import Passthrough, StatusLine
@@ -414,14 +414,11 @@ class Supervisor:
             self.probe_killed = True
 
     def _do_start_check(self, resume_from: str | None, reason: str | None, exit_code: int | None) -> None:
-        from hbwrap.restartcheck import check_environment
+        from hbwrap.restartcheck import check_environment, secrets_of
 
         rec, opts = self.st.rec, self.opts
-        event = {"ts": iso(self.clock.wall()), "job": opts.name, "run_id": rec.run_id, "attempt": rec.attempt,
-                 "event": "restart_check", "reason": reason, "exit_code": exit_code, "checkpoint": rec.checkpoint}
-        env = check_environment(self.base_env, event, opts.name, resume_from)
-        secrets = [u for u in (*opts.alert_webhooks, opts.ping_url, opts.lease_url) if u]
-        self.check = self.launcher.start_check(opts.restart_check, env, opts.cwd, secrets)
+        env = check_environment(self.base_env, opts, rec, self.clock.wall(), resume_from, reason, exit_code)
+        self.check = self.launcher.start_check(opts.restart_check, env, opts.cwd, secrets_of(opts))
         rec.check_pid, rec.check_start = self.check.pid, self.check.start_time  # a takeover kills what is left
 
     def _do_kill_check(self) -> None:
