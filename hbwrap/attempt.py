@@ -14,17 +14,18 @@ class AttemptProcesses:
         self.standby = None        # the keeper of the last ended attempt, standing by until released
         self.probe = None
         self.probe_killed = False
+        self.check = None          # the --restart-check running now (restartcheck.RestartCheck)
         self.recheck = False       # look at the keeper's record at the next wake-up, whatever inotify says
 
     def fds(self) -> list[int]:
-        return [fd for source in (self.handle, self.probe) if source is not None for fd in source.fds()]
+        return [fd for source in (self.handle, self.probe, self.check) if source is not None for fd in source.fds()]
 
     def held(self):
         """The handle whose keeper the run record names."""
         return self.handle or self.standby
 
     def own_pids(self) -> set[int]:
-        return {self.probe.pid} if self.probe is not None else set()
+        return {p.pid for p in (self.probe, self.check) if p is not None and p.pid is not None}
 
     def keeper_pids(self) -> set[int]:
         return {h.keeper_pid for h in (self.handle, self.standby) if h is not None}
@@ -51,6 +52,10 @@ class AttemptProcesses:
             code = -1 if self.probe_killed else probe.result()
             if code is not None:
                 obs.probe_exit, self.probe, self.probe_killed = code, None, False
+        if self.check is not None:
+            obs.check_result = self.check.result(ready)
+            if obs.check_result is not None:
+                self.check = None
 
     @staticmethod
     def _keeper(obs: policy.Observations, h, now: float, observer) -> None:
@@ -113,7 +118,22 @@ class AttemptProcesses:
     def kill_probe(self) -> None:
         if self.probe is not None:
             self.probe.kill()
+        if self.check is not None:
+            self.check.close()
             self.probe_killed = True
+
+    def start_check(self, st: policy.RunState, opts, base_env, now_wall: float, resume_from: str | None,
+                    reason: str | None, exit_code: int | None) -> None:
+        from hbwrap.restartcheck import check_environment, secrets_of
+
+        rec = st.rec
+        env = check_environment(base_env, opts, rec, now_wall, resume_from, reason, exit_code)
+        self.check = self.launcher.start_check(opts.restart_check, env, opts.cwd, secrets_of(opts))
+        rec.check_pid, rec.check_start = self.check.pid, self.check.start_time  # a takeover kills what is left
+
+    def kill_check(self) -> None:
+        if self.check is not None:
+            self.check.kill()
 
     def release_keepers(self) -> None:
         for handle in (self.handle, self.standby):

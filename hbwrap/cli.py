@@ -324,6 +324,46 @@ def stop(
     return stop_job(_state_dir(state_dir), name, timeout_s)
 
 
+@app.command(rich_help_panel="Supervise")
+def approve(
+    name: str = JOB_ARGUMENT,
+    state_dir: Optional[str] = STATE_DIR_OPTION,
+) -> int:
+    """Approve the pending restart of a job run with --restart-approval: it restarts now (after its --restart-check).
+
+    Works from any shell of the same user, whichever supervisor holds the job (also after a takeover).
+    Exit 0 with one line once the answer is recorded; 1 for an unknown job or when no restart is pending.
+
+    \b
+    Examples:
+      hbwrap approve reddit-3am
+      ssh web-1 hbwrap approve reddit-3am   # on the host the alert names
+    """
+    from hbwrap.approval import answer_job
+
+    return answer_job(_state_dir(state_dir), name, "approve")
+
+
+@app.command(rich_help_panel="Supervise")
+def deny(
+    name: str = JOB_ARGUMENT,
+    state_dir: Optional[str] = STATE_DIR_OPTION,
+) -> int:
+    """Deny the pending restart of a job run with --restart-approval: the run gives up (escalate, reason denied).
+
+    Works from any shell of the same user, whichever supervisor holds the job (also after a takeover).
+    Exit 0 with one line once the answer is recorded; 1 for an unknown job or when no restart is pending.
+
+    \b
+    Examples:
+      hbwrap deny reddit-3am
+      ssh web-1 hbwrap deny reddit-3am      # the post went out after all
+    """
+    from hbwrap.approval import answer_job
+
+    return answer_job(_state_dir(state_dir), name, "deny")
+
+
 config_app = typer.Typer(help="Show the effective settings of a job, or write a starter config file.",
                          no_args_is_help=True)
 app.add_typer(config_app, name="config", rich_help_panel="Settings")

@@ -251,6 +251,7 @@ class JobDir:
         self.keeper_err_file = path / "keeper.err"
         self.lock_file = path / "lock"
         self.cursor_file = path / "cursor"
+        self.approval_file = path / "approval.json"  # hbwrap approve/deny's answer; the supervisor consumes it
         self.log_file = path / "output.log"
         self.index_file = path / "output.idx"
         self.default_checkpoint = path / "checkpoint"
@@ -261,7 +262,7 @@ class JobDir:
         """Every file hbwrap opens in the job dir."""
         rotated = tuple(p.with_name(p.name + ".1") for p in (self.log_file, self.index_file))
         return (self.state_file, self.events_file, self.keeper_file, self.keeper_spec_file, self.keeper_err_file,
-                self.lock_file, self.cursor_file, self.log_file, self.index_file, *rotated,
+                self.lock_file, self.cursor_file, self.approval_file, self.log_file, self.index_file, *rotated,
                 self.default_checkpoint, self.default_heartbeat)
 
     def check(self) -> bool:

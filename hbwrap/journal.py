@@ -59,7 +59,9 @@ class Journal:
         rec = self.st.rec
         record = {"ts": iso(self.clock.wall()), "job": self.opts.name, "run_id": rec.run_id, "attempt": rec.attempt,
                   "event": event.value}
-        record.update({k: v for k, v in fields.items() if v is not None})
+        offset_s = self.clock.wall() - self.clock.mono()
+        record.update({k: iso(v + offset_s) if isinstance(v, policy.At) else v
+                       for k, v in fields.items() if v is not None})
         try:
             self.job.append_event(record)
         except OSError as exc:
@@ -177,6 +179,11 @@ class Journal:
             parts.append(f"stopping ({span(now - since)})")
         elif st.phase is Phase.BACKOFF and rec.restart_at is not None:
             parts.append(f"restart in {span(max(0.0, rec.restart_at - now))}")
+        elif st.phase is Phase.APPROVAL and rec.approval_until is not None:
+            parts.append(f"awaiting approval (hbwrap approve {opts.name}), {span(max(0.0, rec.approval_until - now))}"
+                         f" left")
+        elif st.phase is Phase.CHECKING and rec.check_started_at is not None:
+            parts.append(f"restart check running ({span(now - rec.check_started_at)})")
         else:
             at, kind = policy.recorded_deadline(st, opts)
             if at is not None:

@@ -337,6 +337,12 @@ class Launcher:
             return None
         return Probe(proc)
 
+    def start_check(self, command: str, env: dict[str, str], cwd: str, secrets: list[str]):
+        """The --restart-check (a restartcheck.RestartCheck; one that could not start reports so)."""
+        from hbwrap.restartcheck import RestartCheck
+
+        return RestartCheck.start(command, env, cwd, secrets)
+
 
 class Probe:
     """A running `--probe`: its exit is observed through a pidfd, never waited for."""

@@ -115,6 +115,9 @@ def metrics_text(jobs: Iterable[Mapping]) -> str:
                       "1 when a live hbwrap supervisor holds the job, else 0."),
         "child": _Family("hbwrap_child_up", "gauge",
                          "1 when the job's command is running, else 0."),
+        "approval": _Family("hbwrap_approval_deadline_timestamp_seconds", "gauge",
+                            "While a restart of the job awaits hbwrap approve/deny: when its approval window "
+                            "closes, in seconds since the epoch."),
     }
     for row in sorted(jobs, key=lambda r: str(r.get("name"))):
         job = {JOB_LABEL: row.get("name")}
@@ -137,6 +140,8 @@ def metrics_text(jobs: Iterable[Mapping]) -> str:
         fam["output"].add(job, _timestamp(row.get("last_output_at")))
         fam["up"].add(job, 1 if row.get("supervisor_pid") else 0)
         fam["child"].add(job, 1 if row.get("child_pid") else 0)
+        if row.get("approval_pending"):
+            fam["approval"].add(job, _timestamp(row.get("approval_until")))
     lines = [line for family in fam.values() for line in family.render()]
     return "\n".join(lines) + "\n" if lines else ""
 

@@ -43,11 +43,12 @@ class Event(str, Enum):
     APPROVED = "approved"
     DENIED = "denied"
     ALERT_OUTPUT = "alert_output"  # not in SPEC §7: what a successful --alert-cmd printed (never alerted on)
+    RESTART_CHECK = "restart_check"  # not in SPEC §7: how the --restart-check ended, and what it printed
     CRASH = "supervisor_crash"     # not in SPEC §7: an unexpected exception in the supervisor, with its traceback
 
 
 # events of hbwrap's own, beyond SPEC §7: never alerted on, not accepted by --alert-on
-OWN_EVENTS = frozenset({Event.ALERT_OUTPUT, Event.CRASH})
+OWN_EVENTS = frozenset({Event.ALERT_OUTPUT, Event.RESTART_CHECK, Event.CRASH})
 # the events of SPEC §7: what --alert-on accepts and metrics always lists
 EVENT_NAMES = tuple(e.value for e in Event if e not in OWN_EVENTS)
 
@@ -202,6 +203,15 @@ class RunRecord:
     restart_at: float | None = _f(_TIME)
     stop_reason: str | None = _f(_OPT_STR)
     stop_started_at: float | None = _f(_TIME)
+    # a restart decided but not yet made (--restart-approval, --restart-check): what the run ends with if it is
+    # refused, the answer's deadline, the check that runs (its process, to be killed by a takeover)
+    pending_exit_code: int | None = _f(_OPT_INT)
+    pending_reason: str | None = _f(_OPT_STR)    # why the restart: stall, failure, keeper lost
+    pending_stall: str | None = _f(_OPT_STR)     # the stall reason of the attempt that ended, if it stalled
+    approval_until: float | None = _f(_TIME)     # set while the restart awaits hbwrap approve / deny
+    check_started_at: float | None = _f(_TIME)
+    check_pid: int | None = _f(_OPT_INT)
+    check_start: int | None = _f(_OPT_INT)
     updated_at: float | None = _f(_TIME)
     command: list = _f(_LIST, None)
     options: dict = _f(_DICT, None)

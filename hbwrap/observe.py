@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from hbwrap.approval import take_answer
 from hbwrap.errors import StateError
-from hbwrap.jobstore import JobDir, open_job_file, read_job_file
+from hbwrap.jobstore import JobDir, open_job_file, parse_iso, read_job_file
 from hbwrap.markers import MarkerScanner
 from hbwrap.output import STDERR, STDOUT, LogFollower, log_position
 from hbwrap.policy import Observations
@@ -286,6 +287,20 @@ class Observer:
             if content and content != self.checkpoint_content:
                 self.checkpoint_content = content
                 obs.progress.append(line)
+
+    def check_answer(self, changed: set | None, obs: Observations, offset_s: float) -> None:
+        """An answer of hbwrap approve/deny in the job dir: taken (removed) and observed, whatever the phase
+        (policy judges whether it answers the pending restart). `offset_s`: wall - mono now."""
+        if changed is not None and (str(self.job.path), self.job.approval_file.name) not in changed:
+            return
+        try:
+            answer = take_answer(self.job)
+        except StateError as exc:
+            self.note(f"ignored an answer file: {exc}")
+            return
+        if answer is not None:
+            at = parse_iso(answer["ts"])
+            obs.answer = {**answer, "at": at - offset_s if at is not None else None}
 
     def keeper_changed(self, changed: set | None) -> bool:
         return changed is None or (str(self.job.path), self.job.keeper_file.name) in changed

@@ -11,6 +11,7 @@ import os
 import random
 import select
 import signal
+import socket
 import time
 import traceback
 from pathlib import Path
@@ -124,6 +125,7 @@ class Supervisor:
         self.st: policy.RunState | None = None
         self.attempt = AttemptProcesses(self.launcher)
         self.lease = None            # --lease-url: lease_shared.SharedLease
+        self.host = opts.host or socket.gethostname()  # restart_pending says where to answer
         self.inotify = None
         self.catch_up = False        # the first wake-up after a takeover scans everything unread
         self.next_status_at = 0.0
@@ -287,7 +289,8 @@ class Supervisor:
         rec = RunRecord(name=self.opts.name, run_id=self.lease.run_id if self.lease else new_run_id(),
                         status=Status.STARTING.value, generation=generation, started_at=now, lease_s=self.opts.lease_s,
                         command=list(self.opts.command), options=self.opts.to_json())
-        self.st = self.journal.st = policy.RunState(rec, phase=Phase.LAUNCH, stopped_by=self.stopped_by)
+        self.st = self.journal.st = policy.RunState(rec, phase=Phase.LAUNCH, stopped_by=self.stopped_by,
+                                                    host=self.host)
         self.observer.follow_new(rec.run_id)
         self.write_state()
         self.journal.start_alerts(self.observer.output_tail)
@@ -332,13 +335,15 @@ class Supervisor:
         return fds
 
     def _timeout(self, now: float) -> float | None:
-        if self.observer.more_output or self.catch_up or (self.attempt.recheck and self.attempt.handle is not None):
+        check = self.attempt.check
+        if self.observer.more_output or self.catch_up or (self.attempt.recheck and self.attempt.handle is not None) \
+                or (check is not None and check.done):
             return 0.0
         at = [policy.wake_at(self.st, self.opts, now), self.journal.close_deadline()]
         if self.status_line is not None:
             at.append(self.next_status_at)
-        handle = self.attempt.handle
-        if self.inotify is None or (handle is not None and handle.pidfd is None):
+        handle, check = self.attempt.handle, self.attempt.check
+        if self.inotify is None or (handle is not None and handle.pidfd is None) or (check is not None and check.polled):
             at.append(now + POLL_FALLBACK_S)
         future = [a for a in at if a is not None]
         if not future:
@@ -357,6 +362,7 @@ class Supervisor:
         recheck, self.attempt.recheck = self.attempt.recheck, False
         self.observer.pump(obs, UNBOUNDED if first else PUMP_BUDGET, now)
         self.observer.check_files(None if first else changed, obs)
+        self.observer.check_answer(None if first else changed, obs, self.clock.wall() - now)
         self.attempt.observe(obs, self.st, ready, changed, now, first or recheck, self.observer)
         if self.incidents.sample is not None:  # asked for by policy (--activity)
             obs.activity, self.incidents.sample = self.incidents.sample, None
@@ -397,7 +403,9 @@ class Supervisor:
                 self.emit(Event.KILL, signal="SIGKILL", pid=min(pids), reason=args["why"])
         elif kind == "start_probe":
             attempt.start_probe(self.st, self.opts, self.observer, self.base_env)
-        elif kind in ("request_stop", "force_kill", "signal_group", "kill_probe"):
+        elif kind == "start_check":
+            attempt.start_check(self.st, self.opts, self.base_env, self.clock.wall(), **args)
+        elif kind in ("request_stop", "force_kill", "signal_group", "kill_probe", "kill_check"):
             getattr(attempt, kind)(**args)
         elif kind == "release_keeper":
             attempt.release_keepers()

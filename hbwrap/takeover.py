@@ -109,7 +109,7 @@ def adopt(sup, doc: dict, killed_hung: int | None) -> None:
     rec.generation += 1
     if sup.by == "keeper":
         rec.heals += 1
-    st = RunState(rec, stopped_by=sup.stopped_by)
+    st = RunState(rec, stopped_by=sup.stopped_by, host=sup.opts.host or sup.host)
     sup.st = sup.journal.st = st
     events = [e for e in job.read_events() if e.get("run_id") == rec.run_id]
     st.sigkill_noted = any(e.get("event") == Event.KILL.value and e.get("signal") == "SIGKILL"
@@ -158,14 +158,21 @@ def _adopted_phase(sup, st: RunState, now: float) -> str:
     """Set the phase (and the attempt handle) the adopted run is in; what it was doing, in words."""
     rec, job = st.rec, sup.job
     markers = attempt_markers(rec, sup.observer.heartbeat_path)
-    if rec.status == Status.BACKOFF.value:
-        st.phase = Phase.BACKOFF
-        if rec.restart_at is None:
-            rec.restart_at = now
+    if rec.status in (Status.BACKOFF.value, Status.AWAITING_APPROVAL.value):
+        waiting = rec.status == Status.AWAITING_APPROVAL.value
+        if waiting:
+            st.phase = Phase.APPROVAL  # its deadline keeps counting: approval_until is in the record
+            if rec.approval_until is None:
+                rec.approval_until = now
+        else:
+            st.phase = Phase.BACKOFF
+            if rec.restart_at is None:
+                rec.restart_at = now
+        _end_orphaned_check(rec)
         keeper = _keeper_record(job, rec, any_attempt=True)
         if keeper is not None:
             sup.attempt.standby = sup.launcher.adopt(rec, markers, keeper)
-        return "the run was waiting to restart"
+        return "the run's restart was waiting for approval" if waiting else "the run was waiting to restart"
     keeper = _keeper_record(job, rec)
     if keeper is None:
         # the launch was interrupted; a keeper may still be starting: never start a second one
@@ -197,6 +204,14 @@ def _adopted_phase(sup, st: RunState, now: float) -> str:
     if not sup.attempt.handle.keeper_alive():
         return "the keeper died while nobody watched"
     return "the command is still running"
+
+
+def _end_orphaned_check(rec: RunRecord) -> None:
+    """A --restart-check its dead supervisor started is killed (its verdict is lost with that supervisor):
+    after the back-off the check runs again, from the start, under the new one."""
+    if rec.check_pid and procs.is_same_process(rec.check_pid, rec.check_start):
+        procs.killpg_quietly(rec.check_pid, signal.SIGKILL)
+    rec.check_pid = rec.check_start = rec.check_started_at = None
 
 
 def watch_job(state_dir: StateDir, name: str, by: str = "watch") -> int:

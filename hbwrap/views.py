@@ -57,6 +57,11 @@ def job_row(job: JobDir, now: float | None = None) -> dict:
         row[key] = state.get(key)
     if row["status"] not in {s.value for s in ACTIVE_STATUSES}:
         row["next_deadline_at"] = row["next_deadline"] = None
+    pending = state.get("status") == Status.AWAITING_APPROVAL.value
+    row["approval_pending"] = pending  # also while orphaned: the takeover will hold the same window
+    row["approval_until"] = state.get("approval_until") if pending else None
+    if pending:
+        row["approve_command"], row["deny_command"] = f"hbwrap approve {job.name}", f"hbwrap deny {job.name}"
     if row["status"] in UNFINISHED:
         _newer_than_record(job, state, row)
     deadline_at = parse_iso(row.get("next_deadline_at"))
@@ -193,6 +198,7 @@ def _age(ts: str | None, now: float) -> str:
 
 
 def _span(seconds: float) -> str:
+    seconds = float(round(seconds))  # 1799.7 s is 30m00s, never 29m60s
     if seconds < 60:
         return f"{seconds:.0f}s"
     if seconds < 3600:
@@ -212,9 +218,10 @@ def _until(ts: str | None, kind: str | None, now: float) -> str:
     return f"{kind or ''} in {_span(t - now)}".strip()
 
 
-STATUS_ORDER = {"running": 0, "starting": 0, "backoff": 1, "orphaned": 2, "escalated": 3, "failed": 4,
-                "unreadable": 5, "stopped": 6, "succeeded": 7}
-STATUS_STYLE = {"running": "green", "starting": "green", "backoff": "yellow", "orphaned": "bold magenta",
+STATUS_ORDER = {"awaiting-approval": 0, "running": 0, "starting": 0, "backoff": 1, "orphaned": 2, "escalated": 3,
+                "failed": 4, "unreadable": 5, "stopped": 6, "succeeded": 7}
+STATUS_STYLE = {"awaiting-approval": "bold yellow", "running": "green", "starting": "green", "backoff": "yellow",
+                "orphaned": "bold magenta",
                 "escalated": "bold red", "failed": "red", "unreadable": "bold red", "stopped": "dim",
                 "succeeded": "cyan"}
 COLUMNS = ("JOB", "STATUS", "ATTEMPT", "PID", "UPTIME", "LAST OUTPUT", "LAST PROGRESS", "CHECKPOINT",

@@ -7,8 +7,12 @@ each attempt's command does, relative to the moment its keeper reports: ("out", 
 ("beat",), ("checkpoint", "v"), ("exit", code), ("die", signum), ("hang",) (nothing more),
 ("ignore_term",) (it survives the kill signal: the keeper SIGKILLs it after --grace), ("keeper_dies",)
 (the keeper is gone; the command runs on), ("exec", 127, "No such file or directory") (it never ran).
-Whole-run events go in `at`: [(t, ("signal", 15))] sends hbwrap a signal at absolute time t, and
-[(t, ("kill_supervisor",))] stops the supervisor dead (a SIGKILL: nothing more of it runs).
+Whole-run events go in `at`: [(t, ("signal", 15))] sends hbwrap a signal at absolute time t,
+[(t, ("kill_supervisor",))] stops the supervisor dead (a SIGKILL: nothing more of it runs), and
+[(t, ("answer", "approve"))] answers a pending restart approval as `hbwrap approve` would (the real answer
+file, for the run and attempt state.json names; ("answer", "deny", "bob@host") says who).
+A `--restart-check` is scripted by its command text (FakeCheck): "pass", "fail", "hang", or "pass:2.5" /
+"fail:2.5" (its verdict after 2.5 s).
 """
 from __future__ import annotations
 
@@ -51,6 +55,7 @@ class World:
         self.sup = None
         self.handles: dict[int, FakeHandle] = {}
         self.probes: list[FakeProbe] = []
+        self.checks: list[FakeCheck] = []
         self.launches = 0
         self._token = 1_000_000
         self.writer: LogWriter | None = None
@@ -84,6 +89,7 @@ class World:
         times = [t for t, _ in self.at]
         for handle in self.handles.values():
             times.extend(handle.pending_times())
+        times.extend(c.ends_at for c in self.checks if c.ends_at is not None and c.ends_at > self.clock.now)
         return times
 
     def _run_due(self) -> None:
@@ -94,6 +100,8 @@ class World:
                 self.sup.signals.received.append(action[1])
             elif action[0] == "kill_supervisor":
                 raise Killed()
+            elif action[0] == "answer":
+                self.answer(*action[1:])
             elif action[0] == "superseded":
                 # the supervisor is stopped for action[1] s, and meanwhile another one takes the run over
                 import json
@@ -113,7 +121,20 @@ class World:
         for handle in self.handles.values():
             ready |= handle.ready_tokens()
         ready |= {p.pidfd for p in self.probes if p.result() is not None}
+        ready |= {c.pidfd for c in self.checks if c.exited() and not c.reported}
         return ready & wanted if wanted else ready
+
+    def answer(self, verdict: str, by: str = "alice@laptop") -> None:
+        """hbwrap approve/deny, at this instant of fake time: the real answer file, for the recorded attempt."""
+        import json
+
+        from hbwrap.approval import write_answer
+        from hbwrap.jobstore import JobDir
+        from hbwrap.model import RunRecord
+
+        doc = json.loads((self.job_dir / "state.json").read_text())
+        write_answer(JobDir(self.job_dir, self.job_dir.name), RunRecord.from_doc(doc, 0.0), verdict, by,
+                     self.clock.wall())
 
 
 class FakeLauncher:
@@ -140,6 +161,11 @@ class FakeLauncher:
         self.world.probes.append(probe)
         return probe
 
+    def start_check(self, command, env, cwd, secrets):
+        check = FakeCheck(self.world, command, env)
+        self.world.checks.append(check)
+        return check
+
 
 class FakeProbe:
     """`--probe` scripted by its command text: "pass" passes at once, "fail" fails, "hang" never ends."""
@@ -156,6 +182,41 @@ class FakeProbe:
 
     def kill(self):
         return -1
+
+    def close(self):
+        pass
+
+
+class FakeCheck:
+    """A `--restart-check` scripted by its command text: "pass" / "fail" [":" seconds], or "hang"."""
+
+    def __init__(self, world: World, command: str, env: dict):
+        self.world, self.command, self.env = world, command, env
+        # a pid above any pid_max (2**22): a takeover that looks for it finds no process to kill
+        self.pid, self.start_time, self.pidfd = 5_000_000 + world.token() % 1000, 3_000, world.token()
+        verdict, _, after = command.partition(":")
+        self.code = {"pass": 0, "fail": 1}.get(verdict)
+        self.ends_at = None if self.code is None else world.clock.now + float(after or 0.1)
+        self.killed = self.reported = False
+        self.done = False  # a real check that could not be started reports at once; this one never does
+        self.polled = False
+
+    def exited(self) -> bool:
+        return self.killed or (self.ends_at is not None and self.world.clock.now >= self.ends_at)
+
+    def fds(self):
+        return [] if self.reported else [self.pidfd]
+
+    def result(self, ready):
+        if self.pidfd not in ready and not self.killed or not self.exited():
+            return None
+        self.reported = True
+        if self.killed:
+            return {"signal": 9, "timed_out": True, "output": "killed"}
+        return {"exit_code": self.code, "timed_out": False, "output": f"{self.command} said so"}
+
+    def kill(self):
+        self.killed = True
 
     def close(self):
         pass

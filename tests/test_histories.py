@@ -65,6 +65,47 @@ HISTORIES = [
      ["run_start", "attempt_start", "kill", "exit", "escalate"], 125),
 ]
 
+# restarts that wait for a gate (--restart-approval, --restart-check): attempt 1 stalls at 0.5 s, its exit at
+# 0.53 s is the decision; attempt 2 succeeds
+STALLS = {"response_timeout_s": 0.5, "grace_s": 0.1, "backoff_s": 0.1}
+TWO = {1: [("out", b"checkpoint: a\n")], 2: [("at", 0.1, ("exit", 0))]}
+UNTIL_EXIT = ["run_start", "attempt_start", "checkpoint", "stall", "kill", "exit"]
+AGAIN = ["attempt_start", "exit", "success"]
+GATED = [
+    ("approve restarts", {**STALLS, "restart_approval_s": 60.0}, TWO, [(5.0, ("answer", "approve"))],
+     UNTIL_EXIT + ["restart_pending", "approved", "restart"] + AGAIN, 0),
+    ("deny escalates", {**STALLS, "restart_approval_s": 60.0}, TWO, [(5.0, ("answer", "deny"))],
+     UNTIL_EXIT + ["restart_pending", "denied", "escalate"], 124),
+    ("no answer: abort", {**STALLS, "restart_approval_s": 3.0}, TWO, [],
+     UNTIL_EXIT + ["restart_pending", "escalate"], 124),
+    ("no answer: restart", {**STALLS, "restart_approval_s": 3.0, "approval_default": "restart"}, TWO, [],
+     UNTIL_EXIT + ["restart_pending", "restart"] + AGAIN, 0),
+    ("a failure denied keeps its exit code", {"restart": "on-failure", "restart_approval_s": 60.0},
+     {1: [("at", 0.1, ("exit", 3))]}, [(1.0, ("answer", "deny"))],
+     ["run_start", "attempt_start", "exit", "restart_pending", "denied", "escalate"], 3),
+    ("check passes", {**STALLS, "restart_check": "pass"}, TWO, [],
+     UNTIL_EXIT + ["restart", "restart_check"] + AGAIN, 0),
+    ("check fails", {**STALLS, "restart_check": "fail"}, TWO, [],
+     UNTIL_EXIT + ["restart", "restart_check", "escalate"], 124),
+    ("check runs past 60 s", {**STALLS, "restart_check": "hang"}, TWO, [],
+     UNTIL_EXIT + ["restart", "restart_check", "escalate"], 124),
+    ("approval, then the check", {**STALLS, "restart_approval_s": 60.0, "restart_check": "pass:1"}, TWO,
+     [(5.0, ("answer", "approve"))], UNTIL_EXIT + ["restart_pending", "approved", "restart", "restart_check"] + AGAIN,
+     0),
+    ("approved, then the check fails", {**STALLS, "restart_approval_s": 60.0, "restart_check": "fail"}, TWO,
+     [(5.0, ("answer", "approve"))], UNTIL_EXIT + ["restart_pending", "approved", "restart", "restart_check",
+                                                   "escalate"], 124),
+    ("the deadline passes while waiting for approval", {**STALLS, "restart_approval_s": 60.0, "deadline_s": 4.0},
+     TWO, [], UNTIL_EXIT + ["restart_pending", "stall", "escalate"], 124),
+    ("the deadline passes while the check runs", {**STALLS, "restart_check": "hang", "deadline_s": 10.0}, TWO, [],
+     UNTIL_EXIT + ["restart", "stall", "escalate"], 124),
+    ("a signal while waiting for approval", {**STALLS, "restart_approval_s": 60.0}, TWO,
+     [(3.0, ("signal", TERM))], UNTIL_EXIT + ["restart_pending", "stop"], 128 + TERM),
+    ("a signal while the check runs", {**STALLS, "restart_check": "hang"}, TWO,
+     [(3.0, ("signal", TERM))], UNTIL_EXIT + ["restart", "stop"], 128 + TERM),
+]
+HISTORIES += GATED
+
 
 @pytest.mark.parametrize("opts, attempts, at, expected, code", [h[1:] for h in HISTORIES],
                          ids=[h[0] for h in HISTORIES])
@@ -290,3 +331,160 @@ def test_retry_after_past_the_deadline_escalates_at_once(tmp_path):
     assert ev[-1]["event"] == "escalate" and ev[-1]["reason"] == "deadline", ev[-1]
     from hbwrap.model import parse_iso
     assert parse_iso(ev[-1]["ts"]) - parse_iso(ev[0]["ts"]) < 1.0, "at once, not at the deadline"
+
+
+# --- the gates in detail: figures, reasons, and takeovers while a restart waits -------------------------
+
+def _ts(event) -> float:
+    from hbwrap.model import parse_iso
+    return parse_iso(event["ts"])
+
+
+def _one(ev, name):
+    found = [e for e in ev if e["event"] == name]
+    assert len(found) == 1, (name, [e["event"] for e in ev])
+    return found[0]
+
+
+def _state(tmp_path) -> dict:
+    import json
+    return json.loads((tmp_path / "state" / "job" / "state.json").read_text())
+
+
+@pytest.mark.parametrize("opts, at, reason", [
+    ({"restart_approval_s": 60.0}, [(5.0, ("answer", "deny", "bob@phone"))], "denied"),
+    ({"restart_approval_s": 3.0}, [], "no approval"),
+    ({"restart_check": "fail"}, [], "unsafe"),
+    ({"restart_check": "hang"}, [], "unsafe"),
+])
+def test_a_refused_restart_escalates_with_its_reason_and_the_stall(tmp_path, opts, at, reason):
+    code, _ = supervise(tmp_path, {**STALLS, **opts}, TWO, at)
+    escalate = events(tmp_path)[-1]
+    assert escalate["event"] == "escalate" and escalate["reason"] == reason, escalate
+    assert escalate["stall"] == "response" and escalate["exit_code"] == code == 124
+    assert escalate["restarts"] == (1 if "restart_check" in opts else 0), escalate  # announced, or never made
+    assert _state(tmp_path)["status"] == "escalated"
+
+
+def test_restart_pending_says_the_window_the_deadline_the_host_and_what_to_run(tmp_path):
+    supervise(tmp_path, {**STALLS, "restart_approval_s": 1800.0, "host": "web-1"}, TWO,
+              [(10.0, ("answer", "approve", "bob@phone"))])
+    ev = events(tmp_path)
+    pending, approved, restart = _one(ev, "restart_pending"), _one(ev, "approved"), _one(ev, "restart")
+    exit_ = next(e for e in ev if e["event"] == "exit")
+    from hbwrap.model import parse_iso
+    assert pending["delay_s"] == 1800.0 and pending["host"] == "web-1" and pending["approval_default"] == "abort"
+    assert abs(parse_iso(pending["approve_by"]) - _ts(exit_) - 1800.0) < 0.01, pending
+    assert pending["reason"] == "stall" and pending["restarts"] == 1 and pending["resume_from"] == "a"
+    assert pending["detail"] == "the attempt stalled (response)" and pending["attempt"] == 1
+    assert approved["by"] == "bob@phone" and approved["attempt"] == 1
+    assert restart["approved_by"] == "bob@phone" and restart["delay_s"] == 0.0 and restart["attempt"] == 1
+    second = [e for e in ev if e["event"] == "attempt_start"][1]
+    assert second["resume_from"] == "a" and _ts(second) - _ts(approved) < 0.05, "approve restarts at once"
+    out = (tmp_path / "passthrough.out").read_text()
+    assert "run `hbwrap approve job` to restart now or `hbwrap deny job` to give up" in out, out
+
+
+def test_an_approval_within_the_back_off_waits_for_the_rest_of_it(tmp_path):
+    opts = {"response_timeout_s": 0.5, "grace_s": 0.1, "backoff_s": 4.0, "backoff_max_s": 4.0,
+            "restart_approval_s": 60.0}
+    supervise(tmp_path, opts, TWO, [(1.0, ("answer", "approve"))])
+    ev = events(tmp_path)
+    exit_, approved, restart = next(e for e in ev if e["event"] == "exit"), _one(ev, "approved"), _one(ev, "restart")
+    second = [e for e in ev if e["event"] == "attempt_start"][1]
+    backoff_s = _ts(second) - _ts(exit_)        # the back-off counts from the decision, not from the answer
+    assert 2.0 <= backoff_s <= 4.05, backoff_s
+    assert abs(_ts(restart) + restart["delay_s"] - _ts(second)) < 0.05, (restart, second)
+    assert restart["delay_s"] > 0.5 and _ts(approved) < _ts(second)
+
+
+def test_the_check_gets_the_alert_environment_and_the_checkpoint_to_resume_from(tmp_path):
+    _, world = supervise(tmp_path, {**STALLS, "restart_check": "pass"}, TWO)
+    env = world.checks[0].env
+    assert env["HBWRAP_RESUME_FROM"] == "a" and env["HBWRAP_CHECKPOINT"] == "a"
+    assert env["HBWRAP_EVENT"] == "restart_check" and env["HBWRAP_JOB"] == "job"
+    assert env["HBWRAP_ATTEMPT"] == "1" and env["HBWRAP_REASON"] == "stall" and env["HBWRAP_EXIT_CODE"] == "124"
+    assert env["PATH"] == "/usr/bin:/bin"
+    check = _one(events(tmp_path), "restart_check")
+    assert check["passed"] is True and check["exit_code"] == 0 and check["output"] == "pass said so", check
+
+
+def test_a_check_past_60s_is_killed_and_says_so(tmp_path):
+    supervise(tmp_path, {**STALLS, "restart_check": "hang"}, TWO)
+    ev = events(tmp_path)
+    check, restart = _one(ev, "restart_check"), _one(ev, "restart")
+    assert check["passed"] is False and check["timed_out"] is True, check
+    assert 60.0 <= _ts(check) - _ts(restart) - restart["delay_s"] < 60.1, "killed at its 60 s limit"
+    assert "ran longer than 60s" in check["detail"]
+
+
+def test_the_deadline_cuts_the_approval_window_and_ends_the_wait_with_124(tmp_path):
+    supervise(tmp_path, {**STALLS, "restart_approval_s": 60.0, "deadline_s": 4.0}, TWO)
+    ev = events(tmp_path)
+    pending, stall, escalate = _one(ev, "restart_pending"), ev[-2], ev[-1]
+    assert pending["delay_s"] < 3.6, "nobody can approve past the run's --deadline"
+    assert stall["event"] == "stall" and stall["reason"] == "deadline" and "approval" in stall["detail"], stall
+    assert escalate["reason"] == "deadline" and 4.0 <= _ts(escalate) - _ts(ev[0]) < 4.01, escalate
+
+
+def test_an_answer_for_another_attempt_is_ignored_and_removed(tmp_path):
+    import json
+    job_dir = tmp_path / "state" / "job"
+    world = World(job_dir, TWO, [])
+    job_dir.mkdir(parents=True, mode=0o700)
+    world.at = [(2.0, ("answer", "approve"))]
+    # the real answer, then rewritten to name another run: as if left over from an earlier one
+    original = world.answer
+
+    def stale(verdict, by="alice@laptop"):
+        original(verdict, by)
+        doc = json.loads((job_dir / "approval.json").read_text())
+        (job_dir / "approval.json").write_text(json.dumps({**doc, "run_id": "another-run"}))
+
+    world.answer = stale
+    code, _ = supervise(tmp_path, {**STALLS, "restart_approval_s": 3.0}, TWO, world=world)
+    assert code == 124 and events(tmp_path)[-1]["reason"] == "no approval"
+    assert not (job_dir / "approval.json").exists()
+    assert "ignored an answer" in (tmp_path / "passthrough.out").read_text()
+
+
+def test_takeover_while_waiting_for_approval_keeps_the_window_and_takes_the_answer(tmp_path):
+    opts = {**STALLS, "restart_approval_s": 60.0}
+    code, world = supervise(tmp_path, opts, TWO, [(2.0, ("kill_supervisor",))])
+    assert code == "killed"
+    state = _state(tmp_path)
+    assert state["status"] == "awaiting-approval" and state["next_deadline"] == "approval", state
+    assert state["approval_until"] == state["next_deadline_at"]
+    world.clock.now = 2.5                      # the keeper's replacement; an answer comes meanwhile
+    world.answer("approve", "carol@desk")
+    code, world = supervise(tmp_path, opts, TWO, by="keeper", world=world, takeover_only=True)
+    assert code == 0
+    ev = events(tmp_path)
+    names = [e["event"] for e in ev]
+    assert names[names.index("restart_pending"):] == ["restart_pending", "takeover", "approved", "restart"] + AGAIN
+    assert _one(ev, "takeover")["detail"] == "the run's restart was waiting for approval"
+    assert _one(ev, "approved")["by"] == "carol@desk"
+    assert _state(tmp_path)["approval_until"] is None
+
+
+def test_takeover_while_waiting_for_approval_keeps_its_deadline_counting(tmp_path):
+    opts = {**STALLS, "restart_approval_s": 5.0}
+    code, world = supervise(tmp_path, opts, TWO, [(2.0, ("kill_supervisor",))])
+    world.clock.now = 3.0
+    code, _ = supervise(tmp_path, opts, TWO, by="watch", world=world, takeover_only=True)
+    ev = events(tmp_path)
+    assert code == 124 and ev[-1]["reason"] == "no approval", ev[-1]
+    assert abs(_ts(ev[-1]) - _ts(_one(ev, "restart_pending")) - 5.0) < 0.11, "the window did not restart"
+
+
+def test_takeover_while_the_check_runs_runs_it_again(tmp_path):
+    opts = {**STALLS, "restart_check": "pass:5"}
+    code, world = supervise(tmp_path, opts, TWO, [(2.0, ("kill_supervisor",))])
+    assert code == "killed" and len(world.checks) == 1
+    state = _state(tmp_path)
+    assert state["status"] == "backoff" and state["next_deadline"] == "restart-check" and state["check_pid"]
+    world.clock.now = 2.5
+    code, world = supervise(tmp_path, opts, TWO, by="keeper", world=world, takeover_only=True)
+    assert code == 0 and len(world.checks) == 2, "the new supervisor asks the check again"
+    names = [e["event"] for e in events(tmp_path)]
+    assert names[names.index("restart"):] == ["restart", "takeover", "restart_check"] + AGAIN, names

@@ -50,26 +50,7 @@ class AlertCommand:
             _kill_group(self.proc, signal.SIGKILL)
 
     def environment(self, event: dict) -> dict[str, str]:
-        base = dict(os.environ if self.env is None else self.env)
-        for key in _OWN_VARS:
-            base.pop(key, None)  # a nested hbwrap must not leak its own values into ours
-
-        def value(v) -> str:
-            text = "" if v is None else str(v)
-            return clean_text(text).replace("\0", "")[:ENV_VALUE_MAX_CHARS]
-
-        base.update({
-            "HBWRAP_EVENT": value(event.get("event")), "HBWRAP_JOB": value(event.get("job") or self.job),
-            "HBWRAP_RUN_ID": value(event.get("run_id")), "HBWRAP_ATTEMPT": value(event.get("attempt")),
-            "HBWRAP_REASON": value(event.get("reason")), "HBWRAP_CHECKPOINT": value(event.get("checkpoint")),
-            "HBWRAP_SUMMARY": value(event.get("summary")),
-            "HBWRAP_EVENT_JSON": value(json.dumps(event, ensure_ascii=False)),
-        })
-        if event.get("exit_code") is not None:
-            base["HBWRAP_EXIT_CODE"] = value(event["exit_code"])
-        if event.get("incident_path"):
-            base["HBWRAP_INCIDENT"] = value(event["incident_path"])
-        return base
+        return alert_environment(os.environ if self.env is None else self.env, event, self.job)
 
     def run(self, event: dict) -> dict:
         """`sh -c CMD` with the event in its environment; DeliveryFailed on non-zero, signal or timeout."""
@@ -161,6 +142,34 @@ class AlertCommand:
             os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
         except ChildProcessError:
             pass
+
+
+def env_value(v) -> str:
+    """An event field as an environment value: text, cleaned, no NUL, bounded."""
+    text = "" if v is None else str(v)
+    return clean_text(text).replace("\0", "")[:ENV_VALUE_MAX_CHARS]
+
+
+def alert_environment(base: dict[str, str], event: dict, job: str) -> dict[str, str]:
+    """`base` with the event's HBWRAP_* variables (SPEC §6), and none a nested hbwrap left in `base`.
+
+    Also the environment of --restart-check (with HBWRAP_RESUME_FROM added by its caller).
+    """
+    env = dict(base)
+    for key in _OWN_VARS:
+        env.pop(key, None)  # a nested hbwrap must not leak its own values into ours
+    env.update({
+        "HBWRAP_EVENT": env_value(event.get("event")), "HBWRAP_JOB": env_value(event.get("job") or job),
+        "HBWRAP_RUN_ID": env_value(event.get("run_id")), "HBWRAP_ATTEMPT": env_value(event.get("attempt")),
+        "HBWRAP_REASON": env_value(event.get("reason")), "HBWRAP_CHECKPOINT": env_value(event.get("checkpoint")),
+        "HBWRAP_SUMMARY": env_value(event.get("summary")),
+        "HBWRAP_EVENT_JSON": env_value(json.dumps(event, ensure_ascii=False)),
+    })
+    if event.get("exit_code") is not None:
+        env["HBWRAP_EXIT_CODE"] = env_value(event["exit_code"])
+    if event.get("incident_path"):
+        env["HBWRAP_INCIDENT"] = env_value(event["incident_path"])
+    return env
 
 
 def _exited(pid: int) -> bool:

@@ -11,11 +11,11 @@ from hbwrap.model import AttemptEnd, Decision, DecisionKind, Event, Phase, RunRe
 from hbwrap.options import RunOptions, signal_name
 from hbwrap.policy.deadlines import (clocks_of, decide, due_stall, next_deadline, renew_interval_s,
                                      run_deadline_at)
-from hbwrap.policy.state import (ADD_DUMP, DUMP, SAMPLE_ACTIVITY, STALL, FAIL, FORCE_KILL, KILL_PROBE, LAUNCH, RELEASE_KEEPER, REPLAY_QUIET,
-                                 REQUEST_STOP, SIGNAL_GROUP, START_PROBE, SWEEP, WRITE_STATE, Action,
-                                 Observations, RunState)
+from hbwrap.policy import gates
 from hbwrap.policy.shared import kill_due, lease_advance, lease_wake_at
-from hbwrap.policy.state import RELEASE_LEASE
+from hbwrap.policy.state import (ADD_DUMP, DUMP, EMIT, FAIL, FORCE_KILL, KILL_PROBE, LAUNCH, RELEASE_KEEPER,
+                                 RELEASE_LEASE, REPLAY_QUIET, REQUEST_STOP, SAMPLE_ACTIVITY, SIGNAL_GROUP, STALL,
+                                 START_PROBE, SWEEP, WRITE_STATE, Action, Observations, RunState, resume_value)
 from hbwrap.policy.state import emit as _emit
 from hbwrap.policy.state import say as _say
 
@@ -77,10 +77,6 @@ def stall_figures(st: RunState, reason: StallReason, now: float, opts: RunOption
     return figures
 
 
-def resume_value(st: RunState, opts: RunOptions) -> str | None:
-    return st.rec.checkpoint if opts.resume and st.rec.checkpoint else None
-
-
 def _observe(st: RunState, obs: Observations, now: float, opts: RunOptions, out: list) -> None:
     """Fold the observations into the record: signs of life, progress, fatal lines, signals, probes."""
     rec = st.rec
@@ -139,9 +135,11 @@ def advance(st: RunState, obs: Observations, now: float, opts: RunOptions, rng: 
         obs.launched = None
     _observe(st, obs, now, opts, out)
     lease_advance(st, obs, now, opts, out)
+    _stamp_attempt(out, 0, st.rec.attempt)
     while True:
-        before = st.phase
+        before, mark = st.phase, len(out)
         _STEPS[st.phase](st, obs, now, opts, rng, out)
+        _stamp_attempt(out, mark, st.rec.attempt)
         if st.phase is before:
             break
         obs = Observations()  # what was observed has been acted on by the phase that saw it
@@ -154,6 +152,14 @@ def advance(st: RunState, obs: Observations, now: float, opts: RunOptions, rng: 
             now >= st.state_written_at + renew_interval_s(opts)):
         out.append(Action(WRITE_STATE))
     return out
+
+
+def _stamp_attempt(out: list, start: int, attempt: int) -> None:
+    """Events say the attempt they were emitted in, even when a later step of the same wake-up starts the next
+    one before the supervisor carries them out (an approval after the back-off has passed launches at once)."""
+    for action in out[start:]:
+        if action.kind == EMIT:
+            action.args["fields"].setdefault("attempt", attempt)
 
 
 def note_state_written(st: RunState, now: float, opts: RunOptions) -> None:
@@ -169,7 +175,7 @@ def recorded_deadline(st: RunState, opts: RunOptions) -> tuple[float | None, str
         return (found[0], found[1].value) if found else (None, None)
     if st.phase is Phase.BACKOFF:
         return st.rec.restart_at, "restart"
-    return None, None
+    return gates.recorded(st)
 
 
 def _step_launch(st: RunState, obs: Observations, now: float, opts: RunOptions, rng, out: list) -> None:
@@ -465,19 +471,7 @@ def _step_ended(st: RunState, obs: Observations, now: float, opts: RunOptions, r
             _finish(st, Decision(DecisionKind.ESCALATE, 124, "deadline"), end, now, opts, out)
             return
         decision = Decision(DecisionKind.RESTART, decision.exit_code, "retry-after", delay_s=rec.retry_after_s)
-    rec.restarts += 1
-    resume = resume_value(st, opts)
-    why = "keeper lost" if end.lost and end.stall is None else "stall" if end.stall or end.lost else "failure"
-    if decision.reason == "retry-after":
-        why = "retry-after"
-    out.append(_emit(Event.RESTART, delay_s=round(decision.delay_s, 3), restarts=rec.restarts, reason=why,
-                     resume_from=resume))
-    out.append(_say(f"restarting {opts.name} in {_fmt_s(decision.delay_s)} (restart {rec.restarts} of "
-                    f"{opts.max_restarts}){', resuming from ' + rec.checkpoint if resume else ''}"))
-    rec.restart_at = now + decision.delay_s
-    rec.status = Status.BACKOFF.value
-    st.phase = Phase.BACKOFF
-    out.append(Action(WRITE_STATE))
+    gates.plan_restart(st, decision, end, now, opts, out)  # approval, back-off, check: see gates.py
 
 
 def _exit_event(end: AttemptEnd) -> Action:
@@ -507,8 +501,27 @@ def _step_backoff(st: RunState, obs: Observations, now: float, opts: RunOptions,
         _finish(st, Decision(DecisionKind.ESCALATE, 124, "deadline"), AttemptEnd(), now, opts, out)
         return
     if now >= restart_at:
-        rec.restart_at = None
-        st.phase = Phase.LAUNCH
+        gates.after_backoff(st, opts)
+
+
+def _step_gate(st: RunState, obs: Observations, now: float, opts: RunOptions, rng, out: list) -> None:
+    """APPROVAL and CHECKING (gates.py): a stop signal or the run's --deadline ends the wait, as in back-off."""
+    rec = st.rec
+    if st.signals:
+        gates.abandon(st, out)
+        _finish_stopped(st, now, out)
+        return
+    deadline = run_deadline_at(opts, _run_start(rec, now))
+    if deadline is not None and now >= deadline:
+        gates.abandon(st, out)
+        out.append(_emit(Event.STALL, reason=StallReason.DEADLINE.value,
+                         detail=f"--deadline passed {gates.WAITING[st.phase]}"))
+        _finish(st, Decision(DecisionKind.ESCALATE, 124, "deadline"), gates.pending_end(rec), now, opts, out)
+        return
+    step = gates.step_approval if st.phase is Phase.APPROVAL else gates.step_checking
+    ending = step(st, obs, now, opts, out)
+    if ending is not None:
+        _finish(st, ending, gates.pending_end(rec), now, opts, out)
 
 
 def _finish(st: RunState, decision: Decision, end: AttemptEnd, now: float, opts: RunOptions, out: list) -> None:
@@ -531,7 +544,10 @@ def _finish(st: RunState, decision: Decision, end: AttemptEnd, now: float, opts:
         what = {"deadline": "the run's --deadline passed", "fatal": "a --fatal-pattern matched",
                 "restarts exhausted": f"restarts exhausted ({rec.restarts} of {opts.max_restarts})",
                 "stall": "it stalled and --restart is never",
-                "keeper lost": "its keeper was lost and --restart is never"}.get(reason, reason)
+                "keeper lost": "its keeper was lost and --restart is never",
+                "denied": "its restart was denied (hbwrap deny)",
+                "no approval": "nobody approved its restart in time (--approval-default abort)",
+                "unsafe": "the --restart-check did not allow the restart"}.get(reason, reason)
         out.append(_say(f"giving up on {opts.name}: {what}; exit code {code}"))
     _close_run(st, now, out, replay=code != 0)
 
@@ -562,6 +578,7 @@ def _close_run(st: RunState, now: float, out: list, replay: bool) -> None:
     rec.ended_at = now
     rec.child_pid = rec.child_start = rec.restart_at = None
     rec.stop_reason = rec.stop_started_at = None
+    gates.clear(rec)
     out.append(Action(WRITE_STATE))
     out.append(Action(RELEASE_KEEPER))
     if st.shared and st.lease_lost is None:  # the run is over: free the row for the next run
@@ -578,7 +595,7 @@ def _step_idle(st: RunState, obs: Observations, now: float, opts: RunOptions, rn
 
 _STEPS = {Phase.LAUNCH: _step_launch, Phase.STARTING: _step_starting, Phase.RUNNING: _step_running,
           Phase.STOPPING: _step_stopping, Phase.ENDED: _step_ended, Phase.BACKOFF: _step_backoff,
-          Phase.CLOSING: _step_idle, Phase.DONE: _step_idle}
+          Phase.APPROVAL: _step_gate, Phase.CHECKING: _step_gate, Phase.CLOSING: _step_idle, Phase.DONE: _step_idle}
 
 
 def wake_at(st: RunState, opts: RunOptions, now: float) -> float | None:
@@ -608,6 +625,9 @@ def wake_at(st: RunState, opts: RunOptions, now: float) -> float | None:
         at.append(started + opts.grace_s + KILL_FALLBACK_S)
     if phase is Phase.BACKOFF:
         at.append(rec.restart_at if rec.restart_at is not None else now)
+    if phase in (Phase.APPROVAL, Phase.CHECKING):
+        at.extend(gates.wake_times(st, now))
+    if phase in (Phase.BACKOFF, Phase.APPROVAL, Phase.CHECKING):
         deadline = run_deadline_at(opts, _run_start(rec, now))
         if deadline is not None:
             at.append(deadline)

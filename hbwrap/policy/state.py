@@ -27,6 +27,8 @@ class Observations:
     activity: dict | None = None           # a sample of the tree's CPU and I/O counters, taken when asked for
     lease_results: list = field(default_factory=list)  # shared lease: ("ok", valid_until, sent_at) |
                                            # ("error", detail, failed_at) | ("lost", detail, at)
+    answer: dict | None = None             # hbwrap approve/deny: run_id, attempt, verdict, by, at (monotonic)
+    check_result: dict | None = None       # the --restart-check ended: exit_code | signal | error, timed_out, output
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,11 @@ START_PROBE, KILL_PROBE, WRITE_STATE, RELEASE_KEEPER, FAIL, REPLAY_QUIET = (
 STALL, SAMPLE_ACTIVITY, DUMP, ADD_DUMP = "stall", "sample_activity", "dump", "add_dump"
 RENEW_LEASE, RELEASE_LEASE = "renew_lease", "release_lease"
 # STALL: record an incident of the attempt (before any signal), then emit the stall event naming it
+START_CHECK, KILL_CHECK = "start_check", "kill_check"
+
+
+class At(float):
+    """A monotonic instant among an event's fields: the journal records it as an ISO 8601 wall time."""
 
 
 def emit(event: Event, **fields) -> Action:
@@ -90,3 +97,10 @@ class RunState:
     lease_error_said: bool = False
     lease_lost: str | None = None          # why the lease is lost: the command is stopped, the run left alone
     lease_killed: bool = False
+    host: str = ""                         # where the run is supervised (restart_pending says it)
+    check_killed: bool = False             # the --restart-check outlived its limit and was killed
+
+
+def resume_value(st: RunState, opts) -> str | None:
+    """The HBWRAP_RESUME_FROM the next attempt gets: the run's last checkpoint, unless --no-resume."""
+    return st.rec.checkpoint if opts.resume and st.rec.checkpoint else None
