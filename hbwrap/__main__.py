@@ -1,5 +1,5 @@
 """Entry point for `python -m hbwrap`."""
-from hbwrap.cli import main
+from hbwrap.entry import main
 
 if __name__ == "__main__":
     main()

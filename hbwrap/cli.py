@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from hbwrap import __version__
-from hbwrap.errors import ExitCode, HbwrapError, UsageError
+from hbwrap.errors import ExitCode, UsageError
 
 try:  # typer >= 0.26 vendors click
     from typer._click.types import StringParamType
@@ -157,12 +157,9 @@ def run(
     pty: bool = typer.Option(False, "--pty", rich_help_panel=FILES, help="Run the command on a pseudo-terminal, so programs that buffer when not on a terminal stream their output."),
     log_max_size: Optional[str] = _opt(FILES, "--log-max-size", "SIZE", "Rotate the job's output log beyond this size; one rotated file is kept.", default="50MB"),
 ) -> int:
-    from hbwrap.configfile import run_settings
-    from hbwrap.options import parse_if_running
-    from hbwrap.supervisor import Supervisor
+    from hbwrap.entry import run_command
 
-    opts, settings, _origins, _config = run_settings(_given(ctx, command), name, config)
-    return Supervisor(opts).run(if_running=parse_if_running(settings["if-running"]))
+    return run_command(_given(ctx, command), name, config)
 
 
 def _state_dir(state_dir: Optional[str]):
@@ -382,7 +379,7 @@ def config_show(
       hbwrap config show --name research --origin --progress-timeout 30m
     """
     from hbwrap.config_write import to_toml
-    from hbwrap.configfile import run_settings
+    from hbwrap.config_merge import run_settings
 
     run_command = typer.main.get_command(app).commands["run"]  # parse the arguments exactly as `run` would
     run_ctx = run_command.make_context("run", list(ctx.args), parent=ctx.parent)
@@ -419,7 +416,7 @@ def config_init(
     from pathlib import Path
 
     from hbwrap.config_write import write_starter
-    from hbwrap.configfile import default_config_path
+    from hbwrap.config_merge import default_config_path
 
     target = Path(path) if path else default_config_path()
     write_starter(target, force)
@@ -458,7 +455,7 @@ def checkpoint(value: str = typer.Argument(..., metavar="VALUE", click_type=PLAI
     Example (in a script run by hbwrap):
       hbwrap checkpoint "page-$page"
     """
-    from hbwrap.jobstore import write_checkpoint
+    from hbwrap.jobfiles import write_checkpoint
 
     write_checkpoint(value)
     return 0
@@ -472,7 +469,7 @@ def beat() -> int:
     Example (in a script run by hbwrap):
       while work; do hbwrap beat; done
     """
-    from hbwrap.jobstore import touch_heartbeat
+    from hbwrap.jobfiles import touch_heartbeat
 
     touch_heartbeat()
     return 0
@@ -484,7 +481,14 @@ def _err(text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: one `hbwrap: ...` line and the documented exit code for every user error."""
+    """The typer CLI (entry.py sends here whatever it does not run itself); exits with the command's code."""
+    from hbwrap.entry import finish
+
+    finish(lambda: _invoke(argv))
+
+
+def _invoke(argv: list[str] | None) -> int:
+    """Typer's own outcomes as exit codes; HbwrapError, Ctrl-C and a closed stdout are left to finish()."""
     try:  # typer >= 0.29 vendors click
         from typer._click import exceptions as cx
     except ImportError:  # pragma: no cover - older typer
@@ -492,31 +496,17 @@ def main(argv: list[str] | None = None) -> None:
 
     command = typer.main.get_command(app)
     try:
-        code = command.main(args=argv, prog_name="hbwrap", standalone_mode=False)
+        return command.main(args=argv, prog_name="hbwrap", standalone_mode=False)
     except cx.UsageError as exc:
         message = exc.format_message().replace("\n", " ").strip()
         if message:  # empty: `hbwrap` alone, and the help has been printed already
             _err(f"error: {message}")
-        code = ExitCode.USAGE
+        return ExitCode.USAGE
     except typer.Abort:
         _err("interrupted")
-        code = 130
+        return 130
     except typer.Exit as exc:
-        code = exc.exit_code
+        return exc.exit_code
     except cx.ClickException as exc:
         _err(f"error: {exc.format_message()}")
-        code = exc.exit_code
-    except HbwrapError as exc:
-        _err(str(exc) if not isinstance(exc, UsageError) else f"error: {exc}")
-        code = exc.exit_code
-    except KeyboardInterrupt:
-        code = 130
-    except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        code = 141
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:
-        pass
-    sys.exit(int(code or 0))
+        return exc.exit_code

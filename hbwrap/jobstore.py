@@ -6,20 +6,18 @@ of ours with no other hard link (open_job_file), so nobody can make hbwrap write
 """
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
-import shlex
 import stat
 import time
 from pathlib import Path
 
 from hbwrap.errors import StateError, UnknownJob
+from hbwrap.jobfiles import (FILE_MODE, file_problem, fix_hint, open_job_file, read_job_file,  # noqa: F401 (re-exported)
+                             refuse_file, touch_heartbeat, write_atomic, write_checkpoint)
 from hbwrap.model import SCHEMA_VERSION, iso, parse_iso  # noqa: F401  (re-exported for views)
 from hbwrap.options import NAME_RE, check_name
 
-FILE_MODE = 0o600
 DIR_MODE = 0o700
 
 
@@ -27,99 +25,8 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + os.urandom(3).hex()
 
 
-def write_atomic(path: Path, payload: bytes, mode: int = FILE_MODE, fsync: bool = True) -> None:
-    """Replace `path` with `payload` so that a reader sees the old or the new content, never a mix.
-
-    The temporary file is in the same directory, named `.NAME.PID.tmp` (hidden, and not matching a
-    collector's `*.prom`), created exclusively (a leftover, or a symlink planted there, is removed first,
-    never written through), and removed if anything fails. Replacing a symlink at `path` replaces the
-    link, not its target.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        fd = os.open(tmp, flags, mode)
-    except FileExistsError:
-        os.unlink(tmp)
-        fd = os.open(tmp, flags, mode)
-    try:
-        try:
-            os.fchmod(fd, mode)
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(fd, view):]
-            if fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def write_json_atomic(path: Path, data: dict, fsync: bool = True) -> None:
     write_atomic(path, (json.dumps(data, sort_keys=True) + "\n").encode(), fsync=fsync)
-
-
-def _fix(path: Path | str) -> str:
-    return shlex.quote(str(path))
-
-
-def _file_problem(st: os.stat_result) -> str | None:
-    """Why a job file with this (l)stat is not one hbwrap may use, or None."""
-    if stat.S_ISLNK(st.st_mode):
-        return "is a symbolic link"
-    if not stat.S_ISREG(st.st_mode):
-        return "is not a regular file"
-    if st.st_uid != os.geteuid():
-        return f"is owned by uid {st.st_uid}, not by uid {os.geteuid()}"
-    if st.st_nlink > 1:
-        return "has another hard link"  # a link to someone's file: writing it would change theirs
-    return None
-
-
-def _refuse_file(path: Path | str, problem: str) -> StateError:
-    return StateError(f"{path} {problem}; hbwrap only uses regular files of its own in a job dir: "
-                      f"fix with: rm {_fix(path)}")
-
-
-def open_job_file(path: Path | str, flags: int, mode: int = FILE_MODE) -> int:
-    """os.open for a job file: never through a symlink, and only a regular file of ours with one link.
-
-    Adds O_NOFOLLOW and O_CLOEXEC. O_TRUNC is applied only after the checks, so a hard link to another
-    file is refused before anything of it is lost; the open itself never blocks (a planted FIFO). Raises
-    StateError with a one-line fix for anything else; OSError (FileNotFoundError, ...) as os.open does.
-    """
-    try:
-        fd = os.open(path, (flags & ~os.O_TRUNC) | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise _refuse_file(path, "is a symbolic link") from None
-        if exc.errno == errno.ENXIO:  # a FIFO without a reader, opened for writing
-            raise _refuse_file(path, "is not a regular file") from None
-        raise
-    try:
-        problem = _file_problem(os.fstat(fd))
-        if problem:
-            raise _refuse_file(path, problem)
-        if not flags & os.O_NONBLOCK:
-            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
-        if flags & os.O_TRUNC:
-            os.ftruncate(fd, 0)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def read_job_file(path: Path | str, limit: int = -1) -> bytes:
-    """The first `limit` bytes (all when -1) of a job file, opened as open_job_file does."""
-    with os.fdopen(open_job_file(path, os.O_RDONLY), "rb") as f:
-        return f.read(limit)
 
 
 def read_json(path: Path) -> dict | None:
@@ -161,16 +68,16 @@ def check_dir(path: Path, what: str, follow: bool) -> bool:
         raise StateError(f"cannot use {what} {path}: {exc.strerror or exc}") from None
     if stat.S_ISLNK(st.st_mode):
         raise StateError(f"{what} {path} is a symbolic link; hbwrap makes its job dirs itself: "
-                         f"fix with: rm {_fix(path)}")
+                         f"fix with: rm {fix_hint(path)}")
     if not stat.S_ISDIR(st.st_mode):
         raise StateError(f"{what} {path} is not a directory")
     if st.st_uid != os.geteuid():
         me = os.geteuid()
         raise StateError(f"{what} {path} is owned by uid {st.st_uid}, not by uid {me}; "
-                         f"fix with: chown {me} {_fix(path)} (or use a state dir of your own)")
+                         f"fix with: chown {me} {fix_hint(path)} (or use a state dir of your own)")
     if st.st_mode & 0o022:
         who = {0o020: "group", 0o002: "others", 0o022: "group and others"}[st.st_mode & 0o022]
-        raise StateError(f"{what} {path} is writable by {who}; fix with: chmod go-w {_fix(path)}")
+        raise StateError(f"{what} {path} is writable by {who}; fix with: chmod go-w {fix_hint(path)}")
     return True
 
 
@@ -272,7 +179,7 @@ class JobDir:
     def check_files(self) -> None:
         """StateError for the first job file that is not a regular file of ours (a planted symlink, FIFO, link).
 
-        Run before the job lock is taken: filelock may open `lock` with O_TRUNC, following a symlink.
+        Run before the job lock is taken, so that nothing of the job is touched through a planted file.
         """
         for path in self.files:
             try:
@@ -281,9 +188,9 @@ class JobDir:
                 continue
             except OSError as exc:
                 raise StateError(f"cannot use {path}: {exc.strerror or exc}") from None
-            problem = _file_problem(st)
+            problem = file_problem(st)
             if problem:
-                raise _refuse_file(path, problem)
+                raise refuse_file(path, problem)
 
     def ensure(self) -> None:
         """Create the job dir if needed; refuse it, or any file in it, if others could have planted it."""
@@ -336,36 +243,3 @@ def iter_events(path: Path, start: int = 0):
                 yield event
 
 
-def _env_path(var: str, what: str) -> Path:
-    value = os.environ.get(var)
-    if not value:
-        from hbwrap.errors import UsageError
-
-        raise UsageError(f"{what} only works inside a command run by `hbwrap run` (${var} is not set)")
-    return Path(value)
-
-
-def write_checkpoint(value: str) -> None:
-    """`hbwrap checkpoint VALUE`: replace the checkpoint file atomically, so the supervisor never reads half."""
-    path = _env_path("HBWRAP_CHECKPOINT_FILE", "hbwrap checkpoint")
-    if "\n" in value or "\r" in value:
-        from hbwrap.errors import UsageError
-
-        raise UsageError("checkpoint: the value must be a single line")
-    try:
-        write_atomic(path, value.encode("utf-8", "surrogateescape") + b"\n", fsync=False)
-    except OSError as exc:
-        raise StateError(f"cannot write checkpoint file {path}: {exc.strerror}") from None
-
-
-def touch_heartbeat() -> None:
-    """`hbwrap beat`: update the heartbeat file's modification time (creating it if needed)."""
-    path = _env_path("HBWRAP_HEARTBEAT_FILE", "hbwrap beat")
-    try:
-        fd = open_job_file(path, os.O_WRONLY | os.O_CREAT)
-        try:
-            os.utime(fd)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise StateError(f"cannot touch heartbeat file {path}: {exc.strerror}") from None

@@ -34,6 +34,10 @@ INHERITED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signa
 KEEPER_EXIT_WAIT_S = 2.0      # at the end: a released keeper exits at once; wait for it so it holds no pipe
 STATUS_LINE_EVERY_S = 1.0     # live status line refresh, only when stderr is a terminal
 MAX_WAIT_S = 3600.0           # poll() takes at most ~24.8 days; waking early is harmless
+# Files are polled (every POLL_FALLBACK_S) for this long before the inotify watch is made: a run that ends
+# sooner never pays for tearing a watch down, 10-20 ms in close() while the kernel waits out an SRCU
+# grace period, a tenth of a `hbwrap run -- true`.
+INOTIFY_AFTER_S = 0.5
 
 
 class SystemClock:
@@ -127,6 +131,8 @@ class Supervisor:
         self.lease = None            # --lease-url: lease_shared.SharedLease
         self.host = opts.host or socket.gethostname()  # restart_pending says where to answer
         self.inotify = None
+        self._watch_at: float | None = None   # when to make the inotify watch (INOTIFY_AFTER_S)
+        self._look_at_all = False              # the watch is new: look at every file once more
         self.catch_up = False        # the first wake-up after a takeover scans everything unread
         self.next_status_at = 0.0
         self.my_start = procs.start_time(os.getpid())
@@ -298,7 +304,13 @@ class Supervisor:
 
     def _setup_watches(self) -> None:
         if self.use_inotify:
+            self._watch_at = self.clock.mono() + INOTIFY_AFTER_S
+
+    def _make_watch(self, now: float) -> None:
+        if self._watch_at is not None and now >= self._watch_at:
+            self._watch_at = None
             self.inotify = self.observer.open_inotify(self.opts.verbose)
+            self._look_at_all = True  # a change between the last look and the watch is not in its queue
 
     # --- the loop ----------------------------------------------------------------------------------
     def _loop(self) -> int:
@@ -307,6 +319,7 @@ class Supervisor:
         while not (st.phase is Phase.CLOSING and self.journal.alerts_closed(self.clock.mono())
                    and (self.lease is None or not self.lease.busy())):
             now = self.clock.mono()
+            self._make_watch(now)
             ready = self.waiter.wait(self._poll_fds(), self._timeout(now))
             now = self.clock.mono()
             if now - st.state_written_at > 1.5 * policy.renew_interval_s(self.opts) and st.phase is not Phase.CLOSING:
@@ -358,6 +371,8 @@ class Supervisor:
         changed = None
         if self.inotify is not None:
             changed = self.inotify.read() if self.inotify.fd in ready else set()
+            if self._look_at_all:
+                changed, self._look_at_all = None, False
         first, self.catch_up = self.catch_up, False
         recheck, self.attempt.recheck = self.attempt.recheck, False
         self.observer.pump(obs, UNBOUNDED if first else PUMP_BUDGET, now)
