@@ -648,6 +648,33 @@ def test_pty_mode(hb):
     assert cols != "none" and int(cols.split("x")[0]) >= 200, cols
 
 
+def _run_batches(hb, runs, at_once=5):
+    """hbwrap runs [(name, args)], a few at a time: {name: Result}."""
+    results = {}
+    for i in range(0, len(runs), at_once):
+        started = [(name, hb.start(*args)) for name, args in runs[i:i + at_once]]
+        for name, proc in started:
+            results[name] = hb.finish(proc, timeout=60)
+    return results
+
+
+def test_pty_stays_open_while_a_command_that_closed_its_output_runs(hb):
+    # the pty's last slave descriptor goes while the command still runs: closing the master then would hang
+    # up its terminal (SIGHUP, exit 129), as it did for these in most runs (issue 12)
+    closer = "import os,time; os.write(1,b'bye\\n'); os.close(1); os.close(2); time.sleep(0.3)"
+    runs = [(f"close{i}", ("run", "--name", f"close{i}", "--pty", "--", "python3", "-c", closer, hb.tag))
+            for i in range(50)]
+    runs += [(f"grep{i}", ("run", "--name", f"grep{i}", "--pty", "--", "grep", "-c", "Sig", "/proc/self/status"))
+             for i in range(30)]
+    results = _run_batches(hb, runs)
+    bad = {name: r for name, r in results.items() if r.returncode != 0}
+    assert not bad, bad
+    for i in range(50):
+        r = results[f"close{i}"]
+        assert b"bye" in r.stdout and b"bye" in hb.log_bytes(f"close{i}"), r
+    assert all(results[f"grep{i}"].out.strip().isdigit() for i in range(30)), results["grep0"]
+
+
 def test_without_pty_stdout_is_not_a_terminal(hb):
     tty = hb.path("tty")
     r = hb.run("run", "--name", "nopty", "--", *hb.agent("isatty:" + tty))
