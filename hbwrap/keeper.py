@@ -33,6 +33,7 @@ from hbwrap.model import SCHEMA_VERSION
 from hbwrap.output import STDERR, STDOUT, LogWriter
 
 PTY_ROWS, PTY_COLS = 50, 500
+TIOCGPTPEER = 0x5441  # _IO('T', 0x41), the asm-generic value (x86, arm, riscv, s390)
 READ_SIZE = 1 << 20
 CURSOR_STALE_S = 10.0
 PIPE_SIZE = 1 << 20  # fewer context switches between the command and the keeper at high output rates
@@ -129,6 +130,22 @@ def _spawn_pty(spec: dict, env: dict[str, str], ignored) -> tuple[int, dict[int,
     finally:
         os.close(stdin_fd)
     return proc.pid, {proc.fd: STDOUT}, proc  # the PtyProcess owns the master fd
+
+
+def _pty_peer(master_fd: int) -> int | None:
+    """A descriptor of the pty's slave side for the keeper to hold until the command has exited.
+
+    Without it, the master reads EIO as soon as the command closes its stdout and stderr while it still
+    runs, and closing the master then would hang up its terminal (SIGHUP, exit 129); with it, what the
+    command writes to /dev/tty afterwards is still read. None where TIOCGPTPEER is missing (Linux < 4.13):
+    then the master is parked on EIO instead, and what comes after is not read.
+    """
+    import fcntl
+
+    try:
+        return fcntl.ioctl(master_fd, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return None
 
 
 class SupervisorWatch:
@@ -251,6 +268,7 @@ class Keeper:
         self.sigkill_sent = False
         self.streams: dict[int, str] = {}
         self.parked: list[int] = []  # pty masters after EIO: closed only once the command has exited
+        self.pty_peer: int | None = None  # the pty's slave side, held while the command runs (_pty_peer)
         self.watch = SupervisorWatch(job, spec, held_fds, self.base_env)
         self.held_fds = held_fds
 
@@ -316,6 +334,8 @@ class Keeper:
             writer.close()
             self._reap_all()
             return 0
+        if self.spec.get("pty"):
+            self.pty_peer = _pty_peer(next(iter(self.streams)))
         self.record.update(child_pid=self.child_pid, child_start=procs.start_time(self.child_pid),
                            pgid=self.child_pid)
         self._save()
@@ -372,9 +392,13 @@ class Keeper:
                         self.record["sigkill_at"] = time.time()
                         self._save()
                     self._signal_all(signal.SIGKILL)
-        for fd in self.parked:
+        self._release_pty()
+
+    def _release_pty(self) -> None:
+        """The command has exited: let its pty go once its last other holder (a descendant) closes it."""
+        for fd in self.parked + ([self.pty_peer] if self.pty_peer is not None else []):
             os.close(fd)
-        self.parked = []
+        self.parked, self.pty_peer = [], None
 
     def _stand_by(self, wake_r: int) -> None:
         """Between attempts: stay until released, the run ends, or a newer keeper of the run exists."""
@@ -462,9 +486,7 @@ class Keeper:
                     self.record["exit_code"] = os.waitstatus_to_exitcode(status)
                 self.record["exited_at"] = time.time()
                 self._save()
-                for fd in self.parked:
-                    os.close(fd)
-                self.parked = []
+                self._release_pty()
         spared = self.watch.excluded()
         if not spared:
             return True

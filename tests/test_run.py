@@ -675,6 +675,16 @@ def test_pty_stays_open_while_a_command_that_closed_its_output_runs(hb):
     assert all(results[f"grep{i}"].out.strip().isdigit() for i in range(30)), results["grep0"]
 
 
+def test_pty_output_written_to_dev_tty_after_closing_stdout_is_kept(hb):
+    # the terminal is still the command's: what it writes there after closing stdout and stderr is output too
+    script = ("import os,time; os.write(1,b'bye\\n'); os.close(1); os.close(2); time.sleep(0.2); "
+              "fd = os.open('/dev/tty', os.O_WRONLY); os.write(fd, b'on the tty\\n'); time.sleep(0.2)")
+    r = hb.run("run", "--name", "devtty", "--pty", "--response-timeout", "20s", "--", "python3", "-c", script,
+               hb.tag)
+    assert r.returncode == 0, r
+    assert b"on the tty" in r.stdout and b"on the tty" in hb.log_bytes("devtty"), r
+
+
 def test_without_pty_stdout_is_not_a_terminal(hb):
     tty = hb.path("tty")
     r = hb.run("run", "--name", "nopty", "--", *hb.agent("isatty:" + tty))
