@@ -56,8 +56,8 @@ def write_atomic(path: Path, payload: bytes, mode: int = FILE_MODE, fsync: bool 
     except BaseException:
         try:
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        except OSError:
+            pass  # gone already, or a read-only file system (where it could not have been made)
         raise
 
 
@@ -140,10 +140,21 @@ def read_json(path: Path) -> dict | None:
 
 
 def append_line(path: Path, line: bytes) -> None:
-    """Append one whole line with a single write (O_APPEND), so concurrent readers never see half of it."""
+    """Append one whole line with a single write (O_APPEND), so concurrent readers never see half of it.
+
+    A write the disk takes only in part (it is full) is cut off again and raises OSError: the file never
+    keeps half a line that the next one would be glued to (the file has one writer, so the cut is safe).
+    """
     fd = open_job_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
-        os.write(fd, line)
+        size = os.fstat(fd).st_size
+        written = os.write(fd, line)  # a write that fails writes nothing
+        if written < len(line):
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                pass
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
     finally:
         os.close(fd)
 
@@ -310,7 +321,14 @@ class JobDir:
         return read_json(self.keeper_file)
 
     def append_event(self, event: dict) -> None:
-        append_line(self.events_file, (json.dumps(event, sort_keys=False) + "\n").encode())
+        self.append_event_line(self.event_line(event))
+
+    @staticmethod
+    def event_line(event: dict) -> bytes:
+        return (json.dumps(event, sort_keys=False) + "\n").encode()
+
+    def append_event_line(self, line: bytes) -> None:
+        append_line(self.events_file, line)
 
     def read_events(self) -> list[dict]:
         return list(iter_events(self.events_file))

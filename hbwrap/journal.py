@@ -1,8 +1,15 @@
 """What a supervisor records and says: its events (and the alerts they trigger), its state.json, its `hbwrap:`
-lines on stderr (held back under --quiet) and the live status line's text."""
+lines on stderr (held back under --quiet) and the live status line's text.
+
+A full disk (or any failing write) costs the run nothing but what it cannot write: state.json keeps its last
+good version (atomic replace) while the lease is renewed by touching it; events wait in memory (up to
+EVENT_BACKLOG) and are appended, in order, as soon as the disk takes them again; and hbwrap says once per
+run, also under --quiet, what it could not write (cannot_write: the keeper's files come through its channel).
+"""
 from __future__ import annotations
 
 import collections
+import errno
 import os
 
 from hbwrap import lease, policy
@@ -11,6 +18,8 @@ from hbwrap.model import OWN_EVENTS, Event, Phase, iso
 from hbwrap.options import RunOptions
 
 ALERT_CLOSE_WAIT_S = 10.0  # SPEC §9: before exiting, up to 10 s for alerts still in flight
+EVENT_BACKLOG = 10_000     # events held while the disk refuses them (the oldest go first beyond it)
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
 def message(text: str) -> None:
@@ -43,6 +52,9 @@ class Journal:
         self.closing_since: float | None = None
         self.state_write_failed = False
         self.my_start: int | None = None
+        self.unwritten: collections.deque[bytes] = collections.deque()  # event lines the disk refused
+        self.events_lost = 0
+        self.said_cannot: set = set()
 
     def use(self, opts: RunOptions, passthrough) -> None:
         self.opts, self.passthrough = opts, passthrough
@@ -60,13 +72,40 @@ class Journal:
         record = {"ts": iso(self.clock.wall()), "job": self.opts.name, "run_id": rec.run_id, "attempt": rec.attempt,
                   "event": event.value}
         record.update({k: v for k, v in fields.items() if v is not None})
-        try:
-            self.job.append_event(record)
-        except OSError as exc:
-            message(f"cannot append to {self.job.events_file}: {exc.strerror}")
+        self.unwritten.append(self.job.event_line(record))
+        if len(self.unwritten) > EVENT_BACKLOG:
+            self.unwritten.popleft()
+            self.events_lost += 1
+        self.write_events()
         if self.alerter is not None and event not in OWN_EVENTS and event is not Event.ALERT_FAILED:
             self.alerter.notify(record)
         return record
+
+    def write_events(self) -> None:
+        """Append the events not written yet, in order; those the disk refuses wait for the next try."""
+        while self.unwritten:
+            try:
+                self.job.append_event_line(self.unwritten[0])
+            except OSError as exc:
+                self.cannot_write(str(self.job.events_file), exc.errno, "events wait in memory meanwhile")
+                return
+            self.unwritten.popleft()
+
+    def cannot_write(self, path: str, err: int | None, meanwhile: str = "") -> None:
+        """Say once what could not be written (once for every file when the disk is full), then carry on."""
+        full = err in DISK_FULL
+        key = ("disk", err) if full else path
+        if key in self.said_cannot:
+            return
+        self.said_cannot.add(key)
+        text = f"cannot write {path}: {os.strerror(err) if err else 'failed'}"
+        if full:
+            text += ("; the command runs on under supervision and its output still passes through, but hbwrap "
+                     "cannot write its files (the log misses this output, state.json keeps its last good version, "
+                     "events wait in memory) until space returns")
+        elif meanwhile:
+            text += f"; {meanwhile}"
+        self.passthrough.message(f"hbwrap: {text}\n")  # also under --quiet: cron should hear of it
 
     def replay_quiet(self) -> None:
         """--quiet and the run failed: everything held back, then the log's path."""
@@ -97,10 +136,15 @@ class Journal:
             write_json_atomic(self.job.state_file, rec.to_doc(self.clock.wall() - now))
             self.state_write_failed = False
         except OSError as exc:
-            if not self.state_write_failed:
-                self.say(f"cannot write {self.job.state_file}: {exc.strerror}; it keeps its last good version")
+            self.cannot_write(str(self.job.state_file), exc.errno, "it keeps its last good version")
             self.state_write_failed = True
+            try:
+                os.utime(self.job.state_file)  # the lease is renewed all the same (lease.renewed_at)
+            except OSError:
+                pass
         policy.note_state_written(st, now, self.opts)
+        if self.unwritten:
+            self.write_events()  # the disk may take them again
 
     # --- alerts --------------------------------------------------------------------------------------
     def start_alerts(self, output_tail) -> None:

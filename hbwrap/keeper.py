@@ -1,8 +1,8 @@
 """The per-attempt keeper: parent of the command, writer of its output log and exit status, sweeper of its tree,
 and the second layer of supervision: it replaces its supervisor when that dies or hangs (self-heal).
 
-Started by the supervisor as `python -m hbwrap.keeper JOB_DIR HANDSHAKE_FD [STDOUT_FD STDERR_FD]` in a
-session of its own, so `kill -9` of the supervisor leaves the command, its output capture and its exit
+Started by the supervisor as `python -m hbwrap.keeper JOB_DIR HANDSHAKE_FD SPEC_FD [STDOUT_FD STDERR_FD]` in
+a session of its own, so `kill -9` of the supervisor leaves the command, its output capture and its exit
 status intact. It is a child subreaper: whatever escapes the command's process group (setsid, double
 fork) is reparented here and is stopped with the rest. SIGTERM asks it to stop the attempt: kill signal to
 the group and every descendant, `grace_s`, then SIGKILL to all of them until none is left. It writes
@@ -18,6 +18,7 @@ are its children, so they and their subtrees are never swept as part of the atte
 from __future__ import annotations
 
 import errno
+import json
 import os
 import select
 import signal
@@ -26,7 +27,8 @@ import sys
 import time
 from pathlib import Path
 
-from hbwrap import procs
+from hbwrap import lease, procs
+from hbwrap.channel import SPILL_STALL_S, ChannelWriter
 from hbwrap.errors import StateError
 from hbwrap.jobstore import JobDir, open_job_file, read_json, write_json_atomic
 from hbwrap.model import SCHEMA_VERSION
@@ -45,6 +47,7 @@ TAKEOVER_WAIT_S = 10.0     # ... and for how long
 ORPHAN_POLL_S = 1.0        # no live supervisor and no replacement allowed: look for one (cron, an operator)
 MAX_WAIT_S = 3600.0
 TERMINAL = frozenset({"succeeded", "failed", "escalated", "stopped"})
+RETRY_S = 1.0              # a full disk: how often keeper.json and the log's gap record are tried again
 
 
 def _grow_pipe(fd: int) -> None:
@@ -203,12 +206,12 @@ class SupervisorWatch:
             return
         pid, start = state.get("supervisor_pid"), state.get("supervisor_start")
         lease_s = state.get("lease_s") if isinstance(state.get("lease_s"), (int, float)) else 30.0
-        renewed = state.get("lease_renewed_at") if isinstance(state.get("lease_renewed_at"), (int, float)) else 0.0
+        renewed = lease.renewed_at(state, self.job) or 0.0  # a touch of state.json renews too (a full disk)
         alive = isinstance(pid, int) and procs.is_supervisor(pid, start)
         if alive and (pid, start) != (self.pid, self.start):
             self._follow(pid, start)  # a takeover happened: watch the new supervisor
             self.spawned_at = None
-        hung = alive and time.time() - renewed > lease_s
+        hung = alive and time.time() - renewed > lease_s and not lease.read_only(self.job)
         if alive and not hung:
             self.check_at = now + max(0.05, renewed + lease_s - time.time()) + 0.05
             return
@@ -251,7 +254,14 @@ class SupervisorWatch:
 
 class Keeper:
     def __init__(self, job: JobDir, spec: dict, handshake_fd: int, held_fds: tuple[int, int] | None):
-        self.job, self.spec, self.handshake_fd = job, spec, handshake_fd
+        self.job, self.spec = job, spec
+        self.channel = ChannelWriter(handshake_fd)  # the handshake, then what the disk refuses (channel.py)
+        self.writer: LogWriter | None = None
+        self.unsaved = False       # keeper.json is behind self.record (the disk refused it)
+        self.retry_at: float | None = None
+        self.said: set[str] = set()
+        self.reading = True        # the command's output descriptors are polled (not held back)
+        self.channel_polled: int | None = None
         self.base_env = procs.original_environ()
         self.record: dict = {
             "schema": SCHEMA_VERSION, "run_id": spec["run_id"], "attempt": spec["attempt"],
@@ -298,19 +308,43 @@ class Keeper:
             return True
         return reader_gen >= generation - 1  # rotating deletes generation - 1
 
-    def _handshake(self, line: str) -> None:
-        try:
-            os.write(self.handshake_fd, line.encode())
-        except OSError:
-            pass  # the supervisor is gone: carry on, the record on disk is what counts
-        try:
-            os.close(self.handshake_fd)
-        except OSError:
-            pass
-
     def _save(self) -> None:
+        """keeper.json; when the disk refuses it, the last good one stays and the record goes to the supervisor
+        over the channel, and it is tried again every RETRY_S."""
         self.record["replacements"] = [list(r) for r in self.watch.replacements]
-        write_json_atomic(self.job.keeper_file, self.record, fsync=False)
+        if self.writer is not None:
+            self.record["log_missing"] = self.writer.missing  # bytes of output the log could not take
+        try:
+            write_json_atomic(self.job.keeper_file, self.record, fsync=False)
+        except OSError as exc:
+            self._cannot_write(str(self.job.keeper_file), exc)
+            self.channel.record(self.record)
+            self.unsaved = True
+            self._retry_soon()
+            return
+        self.unsaved = False
+
+    def _cannot_write(self, path: str, exc: OSError) -> None:
+        """Said once per file: in keeper.err if it can be, and to the supervisor, who says it on hbwrap's stderr."""
+        if path in self.said:
+            return
+        self.said.add(path)
+        _note(f"cannot write {path}: {exc.strerror or exc}; carrying on")
+        self.channel.warning(path, exc.errno or errno.EIO)
+
+    def _retry_soon(self) -> None:
+        if self.retry_at is None:
+            self.retry_at = time.monotonic() + RETRY_S
+
+    def _retry(self, now: float) -> None:
+        """The disk refused something: try again (space may have come back while the command was silent)."""
+        if self.retry_at is None or now < self.retry_at:
+            return
+        self.retry_at = None
+        if self.writer is not None and self.writer.gap and not self.writer.settle():
+            self._retry_soon()
+        if self.unsaved:
+            self._save()
 
     # --- run -------------------------------------------------------------------------------------
     def run(self) -> int:
@@ -322,15 +356,15 @@ class Keeper:
         signal.signal(signal.SIGCHLD, lambda *_: None)
         for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
             signal.signal(sig, signal.SIG_IGN)
-        writer = LogWriter(self.job.log_file, self.job.index_file, int(self.spec["log_max_size"]),
-                           may_rotate=self._reader_caught_up)
+        self.writer = writer = LogWriter(self.job.log_file, self.job.index_file, int(self.spec["log_max_size"]),
+                                         may_rotate=self._reader_caught_up)
         try:
             self.child_pid, self.streams, self._pty_keepalive = spawn(self.spec, self.base_env)
         except OSError as exc:
             code = 127 if exc.errno == errno.ENOENT else 126
             self.record.update(exec_error=code, exec_message=exc.strerror or str(exc), ended_at=time.time())
             self._save()
-            self._handshake(f"exec {code} {exc.strerror or exc}\n")
+            self.channel.line(f"exec {code} {exc.strerror or exc}\n", keep_open=False)
             writer.close()
             self._reap_all()
             return 0
@@ -339,13 +373,18 @@ class Keeper:
         self.record.update(child_pid=self.child_pid, child_start=procs.start_time(self.child_pid),
                            pgid=self.child_pid)
         self._save()
-        self._handshake(f"ok {self.child_pid} {self.record['child_start']}\n")
+        self.channel.line(f"ok {self.child_pid} {self.record['child_start']}\n", keep_open=True)
         self._attempt(wake_r, writer)
         writer.close()
+        self._log_trouble()
+        # what the disk refused reaches the supervisor before the record saying that the attempt has ended
+        self.channel.flush_for(SPILL_STALL_S)
         self.record["ended_at"] = time.time()
         self._save()
-        if self.watch.enabled:
+        self.channel.flush_for(SPILL_STALL_S)
+        if self.watch.enabled or self.unsaved:
             self._stand_by(wake_r)
+        self.channel.close()
         return 0
 
     def _attempt(self, wake_r: int, writer: LogWriter) -> None:
@@ -359,7 +398,8 @@ class Keeper:
         children_left = True
         while True:
             watched = self._rewatch(poller, watched)
-            at = [self.watch.timeout_at()]
+            self._sync_poll(poller)
+            at = [self.watch.timeout_at(), self.retry_at, self.channel.release_at()]
             if self.stopping_since is not None:
                 at.append(time.monotonic() + SWEEP_INTERVAL_S if self.sigkill_sent
                           else self.stopping_since + float(self.spec["grace_s"]))
@@ -371,8 +411,11 @@ class Keeper:
             for fd, _ in ready:
                 if fd == wake_r:
                     _drain(wake_r)
+                elif fd == self.channel_polled:
+                    self.channel.flush()
                 elif fd in self.streams:
                     self._pump(fd, writer, poller)
+            self._retry(time.monotonic())
             if not children_left and not any(fd in self.streams for fd, _ in ready):
                 # no process of the attempt is left, so nothing can still write: what is unread is the end
                 for fd in list(self.streams):
@@ -400,19 +443,46 @@ class Keeper:
             os.close(fd)
         self.parked, self.pty_peer = [], None
 
+    def _sync_poll(self, poller) -> None:
+        """Poll the command's output unless the channel holds back (channel.py), and the channel while it has
+        frames to write."""
+        reading = not self.channel.holding_back(time.monotonic())
+        if reading != self.reading:
+            for fd in self.streams:
+                if reading:
+                    poller.register(fd, select.POLLIN)
+                else:
+                    _unpoll(poller, fd)
+            self.reading = reading
+        polled = self.channel.fd if self.channel.pending else None
+        if polled != self.channel_polled:
+            if self.channel_polled is not None:
+                _unpoll(poller, self.channel_polled)
+            if polled is not None:
+                poller.register(polled, select.POLLOUT)
+            self.channel_polled = polled
+
+    def _standing_by(self) -> bool:
+        if self.released:
+            return False
+        if self.watch.enabled and not self.watch.run_over:
+            return True
+        return self.unsaved and not self.watch.run_over  # its end is not on disk yet: stay until it is, or released
+
     def _stand_by(self, wake_r: int) -> None:
         """Between attempts: stay until released, the run ends, or a newer keeper of the run exists."""
         poller = select.poll()
         poller.register(wake_r, select.POLLIN)
         watched: set[int] = set()
-        while not self.released and not self.watch.run_over:
+        while self._standing_by():
             watched = self._rewatch(poller, watched)
-            for fd, _ in self._poll(poller, [self.watch.timeout_at()]):
+            for fd, _ in self._poll(poller, [self.watch.timeout_at(), self.retry_at]):
                 if fd == wake_r:
                     _drain(wake_r)
             self._reap_all()
             if self.released or self._superseded():
                 break
+            self._retry(time.monotonic())
             self.watch.check(time.monotonic())
 
     def _superseded(self) -> bool:
@@ -445,6 +515,10 @@ class Keeper:
     def _pump(self, fd: int, writer: LogWriter, poller, drain: bool = False) -> None:
         stream = self.streams[fd]
         for _ in range(64 if not drain else 1 << 30):
+            if self.channel.holding_back(time.monotonic()):
+                if not drain:
+                    return  # the command waits (its pipe fills) until the supervisor has taken some
+                self.channel.flush_for(SPILL_STALL_S, until_room=True)
             try:
                 data = os.read(fd, READ_SIZE)
             except BlockingIOError:
@@ -456,16 +530,27 @@ class Keeper:
                 if self.child_status is None:
                     # Closing the master now would hang up the terminal of a command that closed its
                     # output but still runs (SIGHUP, exit 129): keep it open until the command has exited.
-                    poller.unregister(fd)
+                    _unpoll(poller, fd)
                     del self.streams[fd]
                     self.parked.append(fd)
                     return
             if not data:
-                poller.unregister(fd)
+                _unpoll(poller, fd)
                 os.close(fd)
                 del self.streams[fd]
                 return
-            writer.write(stream, data)
+            lost = writer.write(stream, data)
+            if lost:
+                # the disk refused it: to the supervisor directly, in its place (the gap the log records)
+                writer.unsent(self.channel.data(writer.position, stream, data[len(data) - lost:]))
+                self._log_trouble()
+
+    def _log_trouble(self) -> None:
+        failure, self.writer.failure = self.writer.failure, None
+        if failure is not None:
+            self._cannot_write(str(self.job.log_file), failure)
+        if self.writer.gap:
+            self._retry_soon()
 
     def _reap_all(self) -> bool:
         """Reap every exited child; True while any process of the attempt (a child, or below one) is left."""
@@ -504,6 +589,13 @@ class Keeper:
             procs.kill_quietly(pid, sig)
 
 
+def _unpoll(poller, fd: int) -> None:
+    try:
+        poller.unregister(fd)
+    except KeyError:
+        pass  # not polled now (held back)
+
+
 def _drain(fd: int) -> None:
     try:
         while os.read(fd, 512):
@@ -512,17 +604,28 @@ def _drain(fd: int) -> None:
         pass
 
 
+def read_spec(fd: int) -> dict:
+    """The keeper's spec from the memfd the supervisor filled (memory, not the disk: a full disk cannot stop
+    an attempt from starting)."""
+    chunks = []
+    with os.fdopen(fd, "rb") as f:
+        while chunk := f.read(1 << 20):
+            chunks.append(chunk)
+    spec = json.loads(b"".join(chunks))
+    if not isinstance(spec, dict) or spec.get("schema") != SCHEMA_VERSION:
+        raise ValueError(f"not a keeper spec of schema {SCHEMA_VERSION}")
+    return spec
+
+
 def main(argv: list[str]) -> int:
-    job_path, handshake_fd = Path(argv[1]), int(argv[2])
-    held = (int(argv[3]), int(argv[4])) if len(argv) >= 5 else None
+    """argv: JOB_DIR HANDSHAKE_FD SPEC_FD [STDOUT_FD STDERR_FD]"""
+    job_path, handshake_fd, spec_fd = Path(argv[1]), int(argv[2]), int(argv[3])
+    held = (int(argv[4]), int(argv[5])) if len(argv) >= 6 else None
     job = JobDir(job_path, job_path.name)
     try:
-        spec = read_json(job.keeper_spec_file)
-    except Exception as exc:
-        print(f"hbwrap keeper: {exc}", file=sys.stderr)
-        return 125
-    if spec is None:
-        print("hbwrap keeper: no keeper-spec.json", file=sys.stderr)
+        spec = read_spec(spec_fd)
+    except (OSError, ValueError) as exc:
+        print(f"hbwrap keeper: cannot read its spec: {exc}", file=sys.stderr)
         return 125
     return Keeper(job, spec, handshake_fd, held).run()
 

@@ -141,7 +141,9 @@ class Supervisor:
         heartbeat = Path(opts.heartbeat_file) if opts.heartbeat_file else self.job.default_heartbeat
         self.observer = Observer(self.job, [compile_pattern(p, "--progress-pattern") for p in opts.progress_patterns],
                                  [compile_pattern(p, "--fatal-pattern") for p in opts.fatal_patterns],
-                                 checkpoint, heartbeat, self.passthrough, self.say)
+                                 checkpoint, heartbeat, self.passthrough, self.say,
+                                 channel=lambda: getattr(self.handle, "channel", None),
+                                 cannot_write=lambda path, err: self.journal.cannot_write(path, err))
         if self.journal is None:
             self.journal = Journal(self.job, self.clock, opts, self.passthrough)
             self.journal.my_start = self.my_start
