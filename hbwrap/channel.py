@@ -57,24 +57,28 @@ def _grow(fd: int) -> None:
 class ChannelWriter:
     """The keeper's end: frames queued in order and written without ever blocking."""
 
-    def __init__(self, fd: int):
+    def __init__(self, fd: int, clock=time.monotonic):
         self.fd = fd
+        self.clock = clock
         os.set_blocking(fd, False)
         _grow(fd)
         self.queue: collections.deque[list] = collections.deque()
         self.queued = 0          # bytes of output (D bodies) queued, not yet in the pipe
         self.dead = False        # the supervisor's end is closed
+        self.line_sent = False   # frames wait for the handshake line, which comes first
         self.dropped = 0         # bytes of output never handed to the pipe
-        self.moved_at = time.monotonic()  # the pipe last took something (or the queue was last empty)
+        self.moved_at = clock()  # the pipe last took something (or the queue was last empty)
 
     def line(self, text: str, keep_open: bool) -> None:
-        """The handshake line (the pipe is empty then: it fits)."""
+        """The handshake line (the pipe is empty then: it fits), then any frames queued before it."""
         try:
             os.write(self.fd, text.encode())
         except OSError:
-            self.dead = True  # the supervisor is gone: carry on, the record on disk is what counts
+            self._die()  # the supervisor is gone: carry on, the record on disk is what counts
+        self.line_sent = True
         if not keep_open:
             self.close()
+        self.flush()
 
     # --- frames --------------------------------------------------------------------------------------
     def data(self, position: tuple[int, int], stream: str, data: bytes) -> int:
@@ -99,14 +103,14 @@ class ChannelWriter:
         if self.dead:
             return
         if not self.queue:
-            self.moved_at = time.monotonic()  # the supervisor's time to take it starts now
+            self.moved_at = self.clock()  # the supervisor's time to take it starts now
         self.queue.append([memoryview(HEADER.pack(kind, a, b, stream, len(body)) + body),
                            len(body) if kind == DATA else 0])
 
     # --- the pipe ------------------------------------------------------------------------------------
     @property
     def pending(self) -> bool:
-        return bool(self.queue) and not self.dead
+        return bool(self.queue) and not self.dead and self.line_sent
 
     def holding_back(self, now: float) -> bool:
         """Whether the keeper should stop reading the command: the queue is full and the supervisor takes it."""
@@ -117,7 +121,7 @@ class ChannelWriter:
         return self.moved_at + SPILL_STALL_S if self.pending and self.queued >= SPILL_MAX else None
 
     def flush(self) -> None:
-        while self.queue and not self.dead:
+        while self.queue and not self.dead and self.line_sent:
             entry = self.queue[0]  # [view still to write, bytes of output in the frame]
             try:
                 n = os.write(self.fd, entry[0])
@@ -126,7 +130,7 @@ class ChannelWriter:
             except OSError:  # EPIPE: nobody reads any more
                 self._die()
                 return
-            self.moved_at = time.monotonic()
+            self.moved_at = self.clock()
             if n == len(entry[0]):
                 self.queue.popleft()
                 self.queued -= entry[1]
@@ -137,11 +141,11 @@ class ChannelWriter:
         """Block until the queue is in the pipe (`until_room`: until it is below SPILL_MAX), or the supervisor
         has taken nothing for `quiet_s`: then it is not waited for any more (what is queued is dropped)."""
         while self.pending and not (until_room and self.queued < SPILL_MAX):
-            if time.monotonic() - self.moved_at >= quiet_s:
+            if self.clock() - self.moved_at >= quiet_s:
                 self._die()
                 return
             try:
-                select.select([], [self.fd], [], max(0.0, self.moved_at + quiet_s - time.monotonic()))
+                select.select([], [self.fd], [], max(0.0, self.moved_at + quiet_s - self.clock()))
             except InterruptedError:
                 pass
             self.flush()
@@ -153,6 +157,7 @@ class ChannelWriter:
         self.dead = True
 
     def close(self) -> None:
+        self._die()
         if self.fd >= 0:
             try:
                 os.close(self.fd)

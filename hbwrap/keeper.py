@@ -14,6 +14,14 @@ a death, the lease in state.json of a hang. Either way it starts `hbwrap watch N
 counted in state.json), handing it the original stdout/stderr it holds for that purpose; after a death
 it first waits HEAL_DELAY_S, so that a takeover already on its way (cron, an operator) goes first. Replacements
 are its children, so they and their subtrees are never swept as part of the attempt.
+
+A full disk (ENOSPC, EDQUOT, EROFS, any failed write) never stops it, nor the command: it keeps draining
+the command's pipes; output the log refuses goes to the supervisor over the handshake pipe, kept open as
+a channel (channel.py), in its place in the stream (the log's index records the gap: output.py); a
+keeper.json the disk refuses keeps its last good version, the record goes over the channel instead, and
+both are tried again every RETRY_S. It reads its spec from a memfd, so a new attempt starts on a full disk
+too. A keeper whose final record is not on disk yet stands by (even without self-heal) until it is, or
+until its supervisor releases it.
 """
 from __future__ import annotations
 
@@ -32,13 +40,11 @@ from hbwrap.channel import SPILL_STALL_S, ChannelWriter
 from hbwrap.errors import StateError
 from hbwrap.jobstore import JobDir, open_job_file, read_json, write_json_atomic
 from hbwrap.model import SCHEMA_VERSION
-from hbwrap.output import STDERR, STDOUT, LogWriter
+from hbwrap.output import LogWriter
+from hbwrap.spawn import pty_peer, spawn
 
-PTY_ROWS, PTY_COLS = 50, 500
-TIOCGPTPEER = 0x5441  # _IO('T', 0x41), the asm-generic value (x86, arm, riscv, s390)
 READ_SIZE = 1 << 20
 CURSOR_STALE_S = 10.0
-PIPE_SIZE = 1 << 20  # fewer context switches between the command and the keeper at high output rates
 SWEEP_INTERVAL_S = 0.02
 MAX_HEALS = 3              # replacements per run (SPEC §9)
 HEAL_DELAY_S = 0.5         # after a supervisor's death, before starting a replacement
@@ -50,105 +56,12 @@ TERMINAL = frozenset({"succeeded", "failed", "escalated", "stopped"})
 RETRY_S = 1.0              # a full disk: how often keeper.json and the log's gap record are tried again
 
 
-def _grow_pipe(fd: int) -> None:
-    import fcntl
-
-    try:
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-    except OSError:
-        pass  # over /proc/sys/fs/pipe-max-size for this user: the default size works too
-
-
 def _note(text: str) -> None:
     """A line in keeper.err (the keeper's stderr)."""
     try:
         os.write(2, f"hbwrap keeper: {text}\n".encode(errors="replace"))
     except OSError:
         pass
-
-
-def _command_env(spec: dict, base_env: dict[str, str]) -> dict[str, str]:
-    env = dict(base_env)
-    env.update(spec.get("env_set") or {})
-    for key in spec.get("env_unset") or ():
-        env.pop(key, None)
-    return env
-
-
-def spawn(spec: dict, base_env: dict[str, str]) -> tuple[int, dict[int, str], object]:
-    """Start the command in a process group of its own: (pid, {read fd: stream}, what keeps a pty open).
-
-    Its signal dispositions are hbwrap's own (SIGPIPE back to default; what hbwrap inherited ignored stays
-    ignored); stdin is /dev/null unless hbwrap's is a terminal. OSError when it cannot be started.
-    """
-    env = _command_env(spec, base_env)
-    ignored = spec.get("ignored_signals", ())
-    if spec.get("pty"):
-        return _spawn_pty(spec, env, ignored)
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    for fd in (out_r, err_r):
-        _grow_pipe(fd)
-    stdin = None if spec.get("stdin_inherit") else subprocess.DEVNULL
-    try:
-        proc = subprocess.Popen(spec["command"], stdin=stdin, stdout=out_w, stderr=err_w, cwd=spec["cwd"], env=env,
-                                process_group=0, restore_signals=True,
-                                preexec_fn=lambda: procs.restore_default_signals(ignored))
-    finally:
-        os.close(out_w)
-        os.close(err_w)
-    proc.returncode = 0  # the keeper reaps it itself; keep Popen from trying
-    return proc.pid, {out_r: STDOUT, err_r: STDERR}, None
-
-
-def _spawn_pty(spec: dict, env: dict[str, str], ignored) -> tuple[int, dict[int, str], object]:
-    import shutil
-
-    from ptyprocess import PtyProcess
-
-    command = spec["command"]
-    exe = command[0]
-    path = exe if "/" in exe else shutil.which(exe, path=env.get("PATH", os.defpath))
-    if path is None:
-        candidates = [os.path.join(d, exe) for d in env.get("PATH", os.defpath).split(os.pathsep)]
-        if any(os.path.exists(c) for c in candidates):
-            raise PermissionError(errno.EACCES, "Permission denied", exe)
-        raise FileNotFoundError(errno.ENOENT, "No such file or directory", exe)
-    if not os.path.exists(path):
-        raise FileNotFoundError(errno.ENOENT, "No such file or directory", exe)
-    if os.path.isdir(path) or not os.access(path, os.X_OK):
-        raise PermissionError(errno.EACCES, "Permission denied", exe)
-    # stdout and stderr go to the pty; stdin is the keeper's own (/dev/null, or hbwrap's terminal), as
-    # without --pty: a program that reads stdin unattended sees EOF instead of waiting for a deadline.
-    stdin_fd = os.dup(0)
-
-    def preexec() -> None:
-        os.dup2(stdin_fd, 0)
-        os.close(stdin_fd)
-        procs.restore_default_signals(ignored)
-
-    try:
-        proc = PtyProcess.spawn([path, *command[1:]], cwd=spec["cwd"], env=env, dimensions=(PTY_ROWS, PTY_COLS),
-                                preexec_fn=preexec, pass_fds=(stdin_fd,))
-    finally:
-        os.close(stdin_fd)
-    return proc.pid, {proc.fd: STDOUT}, proc  # the PtyProcess owns the master fd
-
-
-def _pty_peer(master_fd: int) -> int | None:
-    """A descriptor of the pty's slave side for the keeper to hold until the command has exited.
-
-    Without it, the master reads EIO as soon as the command closes its stdout and stderr while it still
-    runs, and closing the master then would hang up its terminal (SIGHUP, exit 129); with it, what the
-    command writes to /dev/tty afterwards is still read. None where TIOCGPTPEER is missing (Linux < 4.13):
-    then the master is parked on EIO instead, and what comes after is not read.
-    """
-    import fcntl
-
-    try:
-        return fcntl.ioctl(master_fd, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError:
-        return None
 
 
 class SupervisorWatch:
@@ -262,6 +175,7 @@ class Keeper:
         self.said: set[str] = set()
         self.reading = True        # the command's output descriptors are polled (not held back)
         self.channel_polled: int | None = None
+        self.standing_by = False
         self.base_env = procs.original_environ()
         self.record: dict = {
             "schema": SCHEMA_VERSION, "run_id": spec["run_id"], "attempt": spec["attempt"],
@@ -278,7 +192,7 @@ class Keeper:
         self.sigkill_sent = False
         self.streams: dict[int, str] = {}
         self.parked: list[int] = []  # pty masters after EIO: closed only once the command has exited
-        self.pty_peer: int | None = None  # the pty's slave side, held while the command runs (_pty_peer)
+        self.pty_peer: int | None = None  # the pty's slave side, held while the command runs (spawn.pty_peer)
         self.watch = SupervisorWatch(job, spec, held_fds, self.base_env)
         self.held_fds = held_fds
 
@@ -344,7 +258,15 @@ class Keeper:
         if self.writer is not None and self.writer.gap and not self.writer.settle():
             self._retry_soon()
         if self.unsaved:
-            self._save()
+            if self.standing_by and self._newer_keeper():
+                self.unsaved = False  # a later attempt's keeper writes keeper.json now: ours would clobber it
+            else:
+                self._save()
+
+    def _newer_keeper(self) -> bool:
+        mine = self.record["keeper_start"] or 0
+        keepers = procs.find_by_argv(b"hbwrap.keeper", os.fsencode(str(self.job.path)))
+        return any((procs.start_time(pid) or 0) > mine for pid in keepers if pid != os.getpid())
 
     # --- run -------------------------------------------------------------------------------------
     def run(self) -> int:
@@ -369,7 +291,7 @@ class Keeper:
             self._reap_all()
             return 0
         if self.spec.get("pty"):
-            self.pty_peer = _pty_peer(next(iter(self.streams)))
+            self.pty_peer = pty_peer(next(iter(self.streams)))
         self.record.update(child_pid=self.child_pid, child_start=procs.start_time(self.child_pid),
                            pgid=self.child_pid)
         self._save()
@@ -474,6 +396,7 @@ class Keeper:
         poller = select.poll()
         poller.register(wake_r, select.POLLIN)
         watched: set[int] = set()
+        self.standing_by = True
         while self._standing_by():
             watched = self._rewatch(poller, watched)
             for fd, _ in self._poll(poller, [self.watch.timeout_at(), self.retry_at]):

@@ -97,8 +97,9 @@ class LogWriter:
     # while the reader lags, rotation (which deletes the older log) waits, until the log is this big
     LAG_FACTOR, LAG_EXTRA = 4, 16 * 1024 * 1024
 
-    def __init__(self, log_path: Path, idx_path: Path, max_size: int, may_rotate=None):
+    def __init__(self, log_path: Path, idx_path: Path, max_size: int, may_rotate=None, clock=time.monotonic):
         self.log_path, self.idx_path, self.max_size = log_path, idx_path, max_size
+        self.clock = clock
         self.may_rotate = may_rotate  # callable(generation) -> bool: has the reader moved on far enough?
         self.generation = read_generation(idx_path)
         self.idx_fd: int | None = None
@@ -188,11 +189,12 @@ class LogWriter:
         """In a gap: whether the log takes output again, learnt without writing any (a gap line written only to
         start the next gap at once would fill the index with them): space reserved beyond the log's end, or
         where the file system cannot reserve, a write tried at most every `retry_s` (doubling to RETRY_MAX_S)."""
-        if self.log_fd is not None:
+        # (a file size limit, EFBIG, does not stop a reservation: only a write can tell)
+        if self.log_fd is not None and not (self.error is not None and self.error.errno == errno.EFBIG):
             reserved = _reserve(self.log_fd, self.size, PROBE_SIZE)
             if reserved is not None:
                 return reserved
-        now = time.monotonic()
+        now = self.clock()
         if now < self.retry_at:
             return False
         self.retry_at, self.retry_s = now + self.retry_s, min(RETRY_MAX_S, self.retry_s * 2)
