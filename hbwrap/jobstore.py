@@ -21,20 +21,81 @@ from hbwrap.options import NAME_RE, check_name
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
+RESERVE_SIZE = 64 * 1024  # disk set aside for a record's last write when the disk is full (make_reserve)
 
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + os.urandom(3).hex()
 
 
-def write_atomic(path: Path, payload: bytes, mode: int = FILE_MODE, fsync: bool = True) -> None:
+def write_atomic(path: Path, payload: bytes, mode: int = FILE_MODE, fsync: bool = True,
+                 reserve: bool = False) -> None:
     """Replace `path` with `payload` so that a reader sees the old or the new content, never a mix.
 
     The temporary file is in the same directory, named `.NAME.PID.tmp` (hidden, and not matching a
     collector's `*.prom`), created exclusively (a leftover, or a symlink planted there, is removed first,
     never written through), and removed if anything fails. Replacing a symlink at `path` replaces the
-    link, not its target.
+    link, not its target. With `reserve`, a full disk (ENOSPC, EDQUOT) is met with the space
+    make_reserve set aside for `path`: for a record's last word (how a run or an attempt ended).
     """
+    try:
+        _write_atomic(path, payload, mode, fsync)
+    except OSError as exc:
+        if not reserve or exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not _use_reserve(path, payload, fsync):
+            raise
+
+
+def reserve_path(path: Path) -> Path:
+    return path.with_name(path.name + ".reserve")
+
+
+def make_reserve(path: Path) -> bool:
+    """Set RESERVE_SIZE bytes of disk aside next to `path` (a file of zeros, written while there is space),
+    unless that is done already; False if the disk refuses."""
+    spare = reserve_path(path)
+    try:
+        st = os.lstat(spare)
+        if _file_problem(st) is None and st.st_size >= RESERVE_SIZE:
+            return True
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    try:
+        _write_atomic(spare, bytes(RESERVE_SIZE), FILE_MODE, False)
+    except OSError:
+        return False
+    return True
+
+
+def _use_reserve(path: Path, payload: bytes, fsync: bool) -> bool:
+    """Write `payload` into the reserve's blocks (allocated already: an overwrite needs no new ones), cut it
+    to size and rename it over `path`: atomic as ever. The reserve is used up; make_reserve makes another."""
+    if len(payload) > RESERVE_SIZE:
+        return False
+    try:
+        fd = open_job_file(reserve_path(path), os.O_WRONLY)
+    except (OSError, StateError):
+        return False
+    try:
+        try:
+            if os.fstat(fd).st_size < len(payload):
+                return False
+            view, done = memoryview(payload), 0
+            while done < len(payload):
+                done += os.pwrite(fd, view[done:], done)
+            os.ftruncate(fd, len(payload))
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(reserve_path(path), path)
+    except OSError:
+        return False
+    return True
+
+
+def _write_atomic(path: Path, payload: bytes, mode: int, fsync: bool) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
@@ -61,8 +122,8 @@ def write_atomic(path: Path, payload: bytes, mode: int = FILE_MODE, fsync: bool 
         raise
 
 
-def write_json_atomic(path: Path, data: dict, fsync: bool = True) -> None:
-    write_atomic(path, (json.dumps(data, sort_keys=True) + "\n").encode(), fsync=fsync)
+def write_json_atomic(path: Path, data: dict, fsync: bool = True, reserve: bool = False) -> None:
+    write_atomic(path, (json.dumps(data, sort_keys=True) + "\n").encode(), fsync=fsync, reserve=reserve)
 
 
 def _fix(path: Path | str) -> str:
@@ -273,7 +334,8 @@ class JobDir:
         rotated = tuple(p.with_name(p.name + ".1") for p in (self.log_file, self.index_file))
         return (self.state_file, self.events_file, self.keeper_file, self.keeper_spec_file, self.keeper_err_file,
                 self.lock_file, self.cursor_file, self.log_file, self.index_file, *rotated,
-                self.default_checkpoint, self.default_heartbeat)
+                self.default_checkpoint, self.default_heartbeat, reserve_path(self.state_file),
+                reserve_path(self.keeper_file))
 
     def check(self) -> bool:
         """StateError if the job dir is not a private directory of ours; False if it does not exist."""

@@ -2,7 +2,8 @@
 lines on stderr (held back under --quiet) and the live status line's text.
 
 A full disk (or any failing write) costs the run nothing but what it cannot write: state.json keeps its last
-good version (atomic replace) while the lease is renewed by touching it; events wait in memory (up to
+good version (atomic replace) while the lease is renewed by touching it, and its last one, how the run
+ended, goes into space set aside for it (jobstore.make_reserve); events wait in memory (up to
 EVENT_BACKLOG) and are appended, in order, as soon as the disk takes them again; and hbwrap says once per
 run, also under --quiet, what it could not write (cannot_write: the keeper's files come through its channel).
 """
@@ -13,8 +14,8 @@ import errno
 import os
 
 from hbwrap import lease, policy
-from hbwrap.jobstore import JobDir, write_json_atomic
-from hbwrap.model import OWN_EVENTS, Event, Phase, iso
+from hbwrap.jobstore import JobDir, make_reserve, write_json_atomic
+from hbwrap.model import ACTIVE_VALUES, OWN_EVENTS, Event, Phase, iso
 from hbwrap.options import RunOptions
 
 ALERT_CLOSE_WAIT_S = 10.0  # SPEC §9: before exiting, up to 10 s for alerts still in flight
@@ -55,6 +56,7 @@ class Journal:
         self.unwritten: collections.deque[bytes] = collections.deque()  # event lines the disk refused
         self.events_lost = 0
         self.said_cannot: set = set()
+        self.reserved = False
 
     def use(self, opts: RunOptions, passthrough) -> None:
         self.opts, self.passthrough = opts, passthrough
@@ -133,8 +135,12 @@ class Journal:
         rec.next_deadline_at, rec.next_deadline = policy.recorded_deadline(st, self.opts)
         rec.keeper_pid, rec.keeper_start = (held.keeper_pid, held.keeper_start) if held else (None, None)
         try:
-            write_json_atomic(self.job.state_file, rec.to_doc(self.clock.wall() - now))
+            # how the run ended is its last word: a full disk is met with the space set aside for it
+            write_json_atomic(self.job.state_file, rec.to_doc(self.clock.wall() - now),
+                              reserve=rec.status not in ACTIVE_VALUES)
             self.state_write_failed = False
+            if not self.reserved:
+                self.reserved = make_reserve(self.job.state_file)
         except OSError as exc:
             self.cannot_write(str(self.job.state_file), exc.errno, "it keeps its last good version")
             self.state_write_failed = True

@@ -19,7 +19,7 @@ A full disk (ENOSPC, EDQUOT, EROFS, any failed write) never stops it, nor the co
 the command's pipes; output the log refuses goes to the supervisor over the handshake pipe, kept open as
 a channel (channel.py), in its place in the stream (the log's index records the gap: output.py); a
 keeper.json the disk refuses keeps its last good version, the record goes over the channel instead, and
-both are tried again every RETRY_S. It reads its spec from a memfd, so a new attempt starts on a full disk
+both are tried again every RETRY_S; the final record (ended_at) may use the space set aside for it. It reads its spec from a memfd, so a new attempt starts on a full disk
 too. A keeper whose final record is not on disk yet stands by (even without self-heal) until it is, or
 until its supervisor releases it.
 """
@@ -38,7 +38,7 @@ from pathlib import Path
 from hbwrap import lease, procs
 from hbwrap.channel import SPILL_STALL_S, ChannelWriter
 from hbwrap.errors import StateError
-from hbwrap.jobstore import JobDir, open_job_file, read_json, write_json_atomic
+from hbwrap.jobstore import JobDir, make_reserve, open_job_file, read_json, write_json_atomic
 from hbwrap.model import SCHEMA_VERSION
 from hbwrap.output import LogWriter
 from hbwrap.spawn import pty_peer, spawn
@@ -229,7 +229,8 @@ class Keeper:
         if self.writer is not None:
             self.record["log_missing"] = self.writer.missing  # bytes of output the log could not take
         try:
-            write_json_atomic(self.job.keeper_file, self.record, fsync=False)
+            # that the attempt ended, and how, is its last word: the space set aside for it takes that
+            write_json_atomic(self.job.keeper_file, self.record, fsync=False, reserve=bool(self.record["ended_at"]))
         except OSError as exc:
             self._cannot_write(str(self.job.keeper_file), exc)
             self.channel.record(self.record)
@@ -278,6 +279,7 @@ class Keeper:
         signal.signal(signal.SIGCHLD, lambda *_: None)
         for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
             signal.signal(sig, signal.SIG_IGN)
+        make_reserve(self.job.keeper_file)
         self.writer = writer = LogWriter(self.job.log_file, self.job.index_file, int(self.spec["log_max_size"]),
                                          may_rotate=self._reader_caught_up)
         try:

@@ -135,8 +135,11 @@ def test_a_full_disk_costs_only_the_log(hb):
     assert "Traceback" not in r.err and "keeper" not in r.err, r
     assert any("failed with exit code 3" in line for line in hbwrap_lines(r.err)), r
     state = assert_job_files_sound(disk.job("full"))
-    assert state["name"] == "full" and state["schema"] == 1  # the last good version
-    assert (disk.job("full") / "output.log").stat().st_size < length
+    # how the run and the attempt ended went into the space set aside for these last words
+    assert state["status"] == "failed" and state["exit_code"] == 3, state
+    keeper = json.loads((disk.job("full") / "keeper.json").read_text())
+    assert keeper["exit_code"] == 3 and keeper["ended_at"] and keeper["log_missing"] > 0, keeper
+    assert (disk.job("full") / "output.log").stat().st_size + keeper["log_missing"] >= length
 
 
 def test_a_stall_is_detected_and_restarted_while_the_disk_is_full(hb):
@@ -156,7 +159,15 @@ def test_a_stall_is_detected_and_restarted_while_the_disk_is_full(hb):
     assert len(r.stdout) == 2 * length and r.stdout[:length] == r.stdout[length:], (len(r.stdout), length)
     assert hashlib.sha256(r.stdout[length:]).hexdigest() == digest
     assert "Traceback" not in r.err and "taken over" not in r.err and "hung" not in r.err, r
-    assert_job_files_sound(disk.job("stall"))
+    state = assert_job_files_sound(disk.job("stall"))
+    assert state["status"] == "escalated" and state["exit_code"] == 124, state
+
+
+def test_quiet_still_says_what_it_could_not_write(hb):
+    disk = FullDisk(hb, "2m")
+    r = disk.run("run", "--name", "quiet", "--quiet", "--", *disk.flood("out:3000000", "exit:0"))
+    assert r.returncode == 0 and r.stdout == b"", r
+    assert len(said_cannot_write(r)) == 1 and hbwrap_lines(r.err) == said_cannot_write(r), r
 
 
 def test_writing_resumes_when_space_returns(hb):

@@ -7,6 +7,7 @@ Usage: flood.py HASHFILE STEP [STEP ...]   -- steps run in order:
   err:TEXT     a line on stderr
   cp:VALUE     a progress marker line "checkpoint:VALUE" on stdout
   rm:PATH      delete PATH (space comes back)
+  sh:CMD       run CMD with sh -c
   hang         sleep forever, silently
   exit:CODE    exit with CODE
   tag:ANY      no-op (lets the tests find and clean up their processes)
@@ -16,6 +17,7 @@ After every step, HASHFILE holds the sha256 and the length of everything written
 """
 import hashlib
 import os
+import subprocess
 import sys
 import time
 
@@ -68,6 +70,8 @@ def main(argv: list[str]) -> int:
             write(b"checkpoint:" + arg.encode() + b"\n")
         elif kind == "rm":
             os.unlink(arg)
+        elif kind == "sh":
+            subprocess.run(["sh", "-c", arg], check=True)
         elif kind == "hang":
             record(hash_file)
             while True:
