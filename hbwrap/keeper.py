@@ -171,6 +171,7 @@ class Keeper:
         self.channel = ChannelWriter(handshake_fd)  # the handshake, then what the disk refuses (channel.py)
         self.writer: LogWriter | None = None
         self.unsaved = False       # keeper.json is behind self.record (the disk refused it)
+        self.record_sent: dict | None = None  # the record last sent over the channel instead
         self.retry_at: float | None = None
         self.said: set[str] = set()
         self.reading = True        # the command's output descriptors are polled (not held back)
@@ -233,7 +234,9 @@ class Keeper:
             write_json_atomic(self.job.keeper_file, self.record, fsync=False, reserve=bool(self.record["ended_at"]))
         except OSError as exc:
             self._cannot_write(str(self.job.keeper_file), exc)
-            self.channel.record(self.record)
+            if self.record != self.record_sent:  # (retries of the same record are not news)
+                self.channel.record(self.record)
+                self.record_sent = json.loads(json.dumps(self.record))
             self.unsaved = True
             self._retry_soon()
             return

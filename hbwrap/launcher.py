@@ -1,5 +1,8 @@
 """Starting an attempt: the command's environment, the keeper process and its handshake, probes, and handles
-through which the supervisor observes and signals an attempt's processes (only ever after verifying them)."""
+through which the supervisor observes and signals an attempt's processes (only ever after verifying them).
+
+The handshake pipe stays open after the keeper's line: it is the keeper's channel (channel.py), which
+carries what a full disk refused (output, the keeper's record); the handle holds its reading end."""
 from __future__ import annotations
 
 import errno
