@@ -5,6 +5,7 @@ A supervisor starts its keeper with the write end of a pipe. The keeper writes i
 HEADER and a body:
 
     D  output the log could not take: the log position it belongs at (generation, offset), stream, bytes
+    X  how many bytes of such output the keeper dropped there instead (see below)
     K  the keeper's record (JSON), when keeper.json could not be written
     W  a file the keeper could not write (path) and the errno, once per failure
 
@@ -32,7 +33,7 @@ import time
 from typing import NamedTuple
 
 HEADER = struct.Struct("!cQQcI")  # kind, generation (W: errno), offset, stream, body length
-DATA, RECORD, WARNING = b"D", b"K", b"W"
+DATA, DROPPED, RECORD, WARNING = b"D", b"X", b"K", b"W"
 SPILL_MAX = 16 * 1024 * 1024   # bytes of output the keeper holds for a slow supervisor
 SPILL_STALL_S = 2.0            # a supervisor taking nothing for this long is not waited for
 PIPE_SIZE = 1 << 20
@@ -67,6 +68,7 @@ class ChannelWriter:
         self.dead = False        # the supervisor's end is closed
         self.line_sent = False   # frames wait for the handshake line, which comes first
         self.dropped = 0         # bytes of output never handed to the pipe
+        self._drop: list | None = None  # the latest X frame, added to while it waits in the queue
         self.moved_at = clock()  # the pipe last took something (or the queue was last empty)
 
     def line(self, text: str, keep_open: bool) -> None:
@@ -85,11 +87,25 @@ class ChannelWriter:
         """Queue output the log refused; the number of its bytes dropped instead (0 when all is queued)."""
         if self.dead or self.queued >= SPILL_MAX:
             self.dropped += len(data)
+            self._note_drop(position, len(data))
             return len(data)
         self._put(DATA, position[0], position[1], stream.encode(), data)
         self.queued += len(data)
         self.flush()
         return 0
+
+    def _note_drop(self, position: tuple[int, int], n: int) -> None:
+        """Tell the supervisor what it will not get: one X frame per run of drops at one position."""
+        if self.dead:
+            return
+        last = self._drop  # [position, bytes, its queue entry]
+        if last is not None and last[0] == position and self.queue and self.queue[-1] is last[2] \
+                and len(last[2][0]) == last[3]:  # last in the queue, and not yet begun to be written
+            self.queue.pop()
+            n += last[1]
+        body = str(n).encode()
+        self._put(DROPPED, position[0], position[1], b"-", body)
+        self._drop = [position, n, self.queue[-1], HEADER.size + len(body)]
 
     def record(self, doc: dict) -> None:
         self._put(RECORD, 0, 0, b"-", json.dumps(doc, sort_keys=True).encode())
@@ -139,13 +155,16 @@ class ChannelWriter:
 
     def flush_for(self, quiet_s: float, until_room: bool = False) -> None:
         """Block until the queue is in the pipe (`until_room`: until it is below SPILL_MAX), or the supervisor
-        has taken nothing for `quiet_s`: then it is not waited for any more (what is queued is dropped)."""
+        has taken nothing for `quiet_s` (counted from now at the latest): then it is not waited for any more
+        (what is queued is dropped)."""
+        since = self.clock()
         while self.pending and not (until_room and self.queued < SPILL_MAX):
-            if self.clock() - self.moved_at >= quiet_s:
+            last = max(self.moved_at, since)
+            if self.clock() - last >= quiet_s:
                 self._die()
                 return
             try:
-                select.select([], [self.fd], [], max(0.0, self.moved_at + quiet_s - self.clock()))
+                select.select([], [self.fd], [], max(0.0, last + quiet_s - self.clock()))
             except InterruptedError:
                 pass
             self.flush()
@@ -178,6 +197,8 @@ class ChannelReader:
         self.record: dict | None = None   # the keeper's latest record sent this way
         self.records = 0                   # how many arrived (a change is news for the supervisor)
         self.warnings: list[tuple[str, int]] = []  # (path, errno) not yet said
+        self.drops: list[tuple[tuple[int, int], int]] = []  # (position, bytes) the keeper dropped, not yet said
+        self.unsent = 0  # refused output the keeper never got to send, as its final record says
         self._head: Frame | None = None
 
     @property
@@ -238,6 +259,11 @@ class ChannelReader:
                     continue
                 if isinstance(doc, dict):
                     self.record, self.records = doc, self.records + 1
+            elif kind == DROPPED:
+                try:
+                    self.drops.append(((a, b), int(body)))
+                except ValueError:
+                    pass
             elif kind == WARNING:
                 self.warnings.append((os.fsdecode(body), a if a < 4096 else errno.EIO))
         return self._head

@@ -229,6 +229,7 @@ class Keeper:
         self.record["replacements"] = [list(r) for r in self.watch.replacements]
         if self.writer is not None:
             self.record["log_missing"] = self.writer.missing  # bytes of output the log could not take
+            self.record["output_unsent"] = self.channel.dropped  # ... nor the supervisor get over the channel
         try:
             # that the attempt ended, and how, is its last word: the space set aside for it takes that
             write_json_atomic(self.job.keeper_file, self.record, fsync=False, reserve=bool(self.record["ended_at"]))

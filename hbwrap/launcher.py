@@ -167,6 +167,8 @@ class AttemptHandle:
         for candidate in (record, self.channel.record if self.channel is not None else None):
             if (candidate and candidate.get("run_id") == self.run_id and candidate.get("attempt") == self.attempt
                     and candidate.get("keeper_pid") == self.keeper_pid and candidate.get("ended_at")):
+                if self.channel is not None and isinstance(candidate.get("output_unsent"), int):
+                    self.channel.unsent = candidate["output_unsent"]  # for the observer to say, if not said
                 return candidate
         return None
 

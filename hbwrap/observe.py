@@ -182,6 +182,9 @@ class Observer:
             while (frame := channel.pop()) is not None:  # the log has nothing more: they come at its end
                 got += len(frame.data)
                 self._take_frame(frame, self.follower.here, obs)
+            self._channel_news(channel)
+            if channel.unsent:  # the keeper dropped refused output it could not even say it dropped
+                self._unfilled(channel.unsent, self.follower.here)
         pt.catch_up(self.follower.position)
         self.more_output = got >= budget
         if channel is not None:
@@ -234,6 +237,9 @@ class Observer:
                       f"not reach this supervisor")
 
     def _channel_news(self, channel) -> None:
+        while channel.drops:
+            position, size = channel.drops.pop(0)
+            self._unfilled(size, position)
         while channel.warnings:
             path, err = channel.warnings.pop(0)
             if self.cannot_write is not None:

@@ -11,7 +11,7 @@ the job's log with a follower of its own (the log has every byte; rotation waits
 caught up with the supervisor's scan, and says once that its reader is slow. Nothing is lost unless the
 reader falls more than the rotation's bound behind (then it says what it left out). Output that is not
 in the log (the disk refused it; it came over the keeper's channel) is held in memory meanwhile, up to
-BACKLOG_CAP, and put in when the lagging reader reaches its place.
+HELD_CAP, and put in when the lagging reader reaches its place; beyond that it is left out, and said once.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ import time
 from hbwrap.output import READ_CHUNK, STDERR, STDOUT, LogFollower
 
 BACKLOG_CAP = 4 * 1024 * 1024  # bytes held in memory for both streams; beyond it, read back from the log
+HELD_CAP = 16 * 1024 * 1024    # lagging: bytes held that are not in the log (a full disk), as much as a keeper holds
 REFILL_BELOW = 256 * 1024      # lagging: read the next piece of the log once the queues are this short
 LAG_NOTE_S = 1.0               # a reader this long without taking what waits for it is said to be slow (once)
 WRITE_MAX = 1 << 20
@@ -162,7 +163,7 @@ class Passthrough:
 
     def spilled(self, position: tuple[int, int], stream: str, data: bytes) -> None:
         """Lagging: output that is not in the log (the disk refused it), to put in at log `position`."""
-        if self.held_size + len(data) > BACKLOG_CAP:
+        if self.held_size + len(data) > HELD_CAP:
             if not self.held_lost_said and self.note is not None:
                 self.held_lost_said = True
                 self.note("the disk is full and the reader of hbwrap's output is slow: passthrough leaves out "

@@ -86,3 +86,21 @@ def test_a_full_queue_holds_the_command_back_but_not_for_a_supervisor_that_takes
         taken += len(frame.data) if frame else 0
         writer.flush()
     assert taken == sent * len(chunk) and writer.queued == 0
+
+
+def test_drops_are_counted_for_the_supervisor_in_one_frame_per_place():
+    now = [0.0]
+    writer, reader = pair(clock=lambda: now[0])
+    writer.line("ok 1 2\n", keep_open=True)
+    chunk = b"q" * (1 << 20)
+    while writer.data((0, 7), "O", chunk) == 0:
+        pass
+    now[0] += SPILL_STALL_S
+    for _ in range(3):
+        assert writer.data((0, 7), "E", b"x" * 100) == 100
+    assert writer.data((0, 9), "O", b"y" * 10) == 10
+    assert reader.read_line() == b"ok 1 2"
+    while reader.peek() is not None or writer.pending:
+        reader.pop()
+        writer.flush()
+    assert reader.drops == [((0, 7), len(chunk) + 300), ((0, 9), 10)]

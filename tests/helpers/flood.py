@@ -8,6 +8,7 @@ Usage: flood.py HASHFILE STEP [STEP ...]   -- steps run in order:
   cp:VALUE     a progress marker line "checkpoint:VALUE" on stdout
   rm:PATH      delete PATH (space comes back)
   sh:CMD       run CMD with sh -c
+  wait:PATH    wait (up to 60 s) until PATH exists
   hang         sleep forever, silently
   exit:CODE    exit with CODE
   tag:ANY      no-op (lets the tests find and clean up their processes)
@@ -70,6 +71,10 @@ def main(argv: list[str]) -> int:
             write(b"checkpoint:" + arg.encode() + b"\n")
         elif kind == "rm":
             os.unlink(arg)
+        elif kind == "wait":
+            end = time.monotonic() + 60
+            while not os.path.exists(arg) and time.monotonic() < end:
+                time.sleep(0.01)
         elif kind == "sh":
             subprocess.run(["sh", "-c", arg], check=True)
         elif kind == "hang":
