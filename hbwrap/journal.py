@@ -53,8 +53,7 @@ class Journal:
         self.closing_since: float | None = None
         self.state_write_failed = False
         self.my_start: int | None = None
-        self.unwritten: collections.deque[bytes] = collections.deque()  # event lines the disk refused
-        self.events_lost = 0
+        self.unwritten: collections.deque[bytes] = collections.deque(maxlen=EVENT_BACKLOG)  # lines the disk refused
         self.said_cannot: set = set()
         self.reserved = False
 
@@ -75,9 +74,6 @@ class Journal:
                   "event": event.value}
         record.update({k: v for k, v in fields.items() if v is not None})
         self.unwritten.append(self.job.event_line(record))
-        if len(self.unwritten) > EVENT_BACKLOG:
-            self.unwritten.popleft()
-            self.events_lost += 1
         self.write_events()
         if self.alerter is not None and event not in OWN_EVENTS and event is not Event.ALERT_FAILED:
             self.alerter.notify(record)

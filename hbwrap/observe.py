@@ -68,9 +68,10 @@ class Observer:
         self.note = note  # callable(text): an hbwrap line on stderr
         self.channel = channel  # callable -> the current attempt's ChannelReader, or None
         self.cannot_write = cannot_write  # callable(path, errno): the keeper could not write a file
-        self.awaiting = 0       # bytes of a gap at the reader's position still to come over the channel
-        self.live: tuple[tuple[int, int] | None, int] = (None, 0)  # (position, bytes) taken in there, not yet
-        self.records_seen = 0                                     # matched with a gap line
+        self.awaiting = 0  # bytes of a gap at the reader's position still to come over the channel
+        # (position, bytes) of output taken in from the channel there and not yet matched with a gap line
+        self.live: tuple[tuple[int, int] | None, int] = (None, 0)
+        self.records_seen = 0  # keeper records that came over the channel, as last looked at
         self.gap_said = False
         self.follower: LogFollower | None = None
         self.scanners: dict[str, MarkerScanner] = {}
