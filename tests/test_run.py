@@ -648,13 +648,15 @@ def test_pty_mode(hb):
     assert cols != "none" and int(cols.split("x")[0]) >= 200, cols
 
 
-def _run_batches(hb, runs, at_once=5):
-    """hbwrap runs [(name, args)], a few at a time: {name: Result}."""
-    results = {}
-    for i in range(0, len(runs), at_once):
-        started = [(name, hb.start(*args)) for name, args in runs[i:i + at_once]]
-        for name, proc in started:
-            results[name] = hb.finish(proc, timeout=60)
+def _run_many(hb, runs, at_once=8):
+    """hbwrap runs [(name, args)], `at_once` of them running at any time: {name: Result}."""
+    results, running, todo = {}, [], list(runs)
+    while todo or running:
+        while todo and len(running) < at_once:
+            name, args = todo.pop(0)
+            running.append((name, hb.start(*args)))
+        name, proc = running.pop(0)
+        results[name] = hb.finish(proc, timeout=60)
     return results
 
 
@@ -666,7 +668,7 @@ def test_pty_stays_open_while_a_command_that_closed_its_output_runs(hb):
             for i in range(50)]
     runs += [(f"grep{i}", ("run", "--name", f"grep{i}", "--pty", "--", "grep", "-c", "Sig", "/proc/self/status"))
              for i in range(30)]
-    results = _run_batches(hb, runs)
+    results = _run_many(hb, runs)
     bad = {name: r for name, r in results.items() if r.returncode != 0}
     assert not bad, bad
     for i in range(50):
