@@ -198,7 +198,6 @@ class ChannelReader:
         self.records = 0                   # how many arrived (a change is news for the supervisor)
         self.warnings: list[tuple[str, int]] = []  # (path, errno) not yet said
         self.drops: list[tuple[tuple[int, int], int]] = []  # (position, bytes) the keeper dropped, not yet said
-        self.unsent = 0  # refused output the keeper never got to send, as its final record says
         self._head: Frame | None = None
 
     @property

@@ -98,6 +98,7 @@ class AttemptHandle:
         self.popen = popen
         # the handshake pipe: the keeper's line, then what the disk refused to take (channel.py)
         self.channel = ChannelReader(handshake_fd) if handshake_fd is not None else None
+        self.unsent = 0  # output the disk refused that the keeper could not hand to any supervisor (its record)
         self.child_pid: int | None = None
         self.child_start: int | None = None
         self.pidfd = procs.pidfd_open(keeper_pid)
@@ -167,8 +168,8 @@ class AttemptHandle:
         for candidate in (record, self.channel.record if self.channel is not None else None):
             if (candidate and candidate.get("run_id") == self.run_id and candidate.get("attempt") == self.attempt
                     and candidate.get("keeper_pid") == self.keeper_pid and candidate.get("ended_at")):
-                if self.channel is not None and isinstance(candidate.get("output_unsent"), int):
-                    self.channel.unsent = candidate["output_unsent"]  # for the observer to say, if not said
+                if isinstance(candidate.get("output_unsent"), int):
+                    self.unsent = candidate["output_unsent"]  # for the observer to say, if not said yet
                 return candidate
         return None
 

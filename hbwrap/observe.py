@@ -58,7 +58,7 @@ class Observer:
     """Follows the job's output log and files; one `gather` per wake-up of the supervisor loop."""
 
     def __init__(self, job: JobDir, progress, fatal, checkpoint_path: Path, heartbeat_path: Path, passthrough,
-                 note, channel=lambda: None, cannot_write=None):
+                 note, attempt=lambda: None, cannot_write=None):
         self.job = job
         self.progress_patterns, self.fatal_patterns = progress, fatal
         self.checkpoint_path, self.heartbeat_path = checkpoint_path, heartbeat_path
@@ -66,7 +66,7 @@ class Observer:
         self.own_heartbeat = heartbeat_path.parent == job.path
         self.passthrough = passthrough
         self.note = note  # callable(text): an hbwrap line on stderr
-        self.channel = channel  # callable -> the current attempt's ChannelReader, or None
+        self.attempt = attempt  # callable -> the attempt's handle (launcher.AttemptHandle), or None
         self.cannot_write = cannot_write  # callable(path, errno): the keeper could not write a file
         self.awaiting = 0  # bytes of a gap at the reader's position still to come over the channel
         # (position, bytes) of output taken in from the channel there and not yet matched with a gap line
@@ -184,8 +184,9 @@ class Observer:
                 got += len(frame.data)
                 self._take_frame(frame, self.follower.here, obs)
             self._channel_news(channel)
-            if channel.unsent:  # the keeper dropped refused output it could not even say it dropped
-                self._unfilled(channel.unsent, self.follower.here)
+        if final and getattr(self.attempt(), "unsent", 0):
+            # the keeper's record: refused output that reached no supervisor (none was there, or it was stopped)
+            self._unfilled(self.attempt().unsent, self.follower.here)
         pt.catch_up(self.follower.position)
         self.more_output = got >= budget
         if channel is not None:
@@ -245,6 +246,10 @@ class Observer:
             path, err = channel.warnings.pop(0)
             if self.cannot_write is not None:
                 self.cannot_write(path, err)
+
+    def channel(self):
+        """The attempt's channel (channel.ChannelReader), None when there is none (a takeover, a fake)."""
+        return getattr(self.attempt(), "channel", None)
 
     def keeper_news(self) -> bool:
         """Whether the keeper sent a new record over its channel (keeper.json was refused) since last asked."""

@@ -142,7 +142,7 @@ class Supervisor:
         self.observer = Observer(self.job, [compile_pattern(p, "--progress-pattern") for p in opts.progress_patterns],
                                  [compile_pattern(p, "--fatal-pattern") for p in opts.fatal_patterns],
                                  checkpoint, heartbeat, self.passthrough, self.say,
-                                 channel=lambda: getattr(self.handle, "channel", None),
+                                 attempt=lambda: self.handle,
                                  cannot_write=lambda path, err: self.journal.cannot_write(path, err))
         if self.journal is None:
             self.journal = Journal(self.job, self.clock, opts, self.passthrough)

@@ -8,26 +8,33 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import HERE, Result, wait_until
+from conftest import HERE, Result, _processes, wait_until
 
 FLOOD = [sys.executable, str(HERE / "helpers" / "flood.py")]
 
 # $1 tmpfs size, $2 the state dir (mount point), $3 where the state dir is copied to afterwards, $4 bytes of a
-# filler file to take space with (0: none); the rest is the hbwrap command line
+# filler file to take space with (0: none), $5 a status to wait for in the job's state.json before the copy
+# (a replacement supervisor finishing the run; "-": none); the rest is the hbwrap command line
 SCRIPT = r'''
-size=$1 state=$2 copy=$3 filler=$4; shift 4
+size=$1 state=$2 copy=$3 filler=$4 until=$5; shift 5
 mount -t tmpfs -o size="$size",mode=0700 tmpfs "$state" || exit 99
 if [ "$filler" != 0 ]; then head -c "$filler" /dev/zero > "$state/filler" || exit 98; fi
 "$@"; rc=$?
+if [ "$until" != - ]; then
+    for i in $(seq 300); do grep -qs "\"status\": \"$until\"" "$state"/*/state.json && break; sleep 0.1; done
+fi
 cp -a "$state/." "$copy/"
 exit $rc
 '''
@@ -61,11 +68,11 @@ class FullDisk:
     def flood(self, *steps) -> list[str]:
         return [*FLOOD, str(self.hash_file), *steps, self.hb.tag]
 
-    def start(self, *hbwrap_args, **kw) -> subprocess.Popen:
+    def start(self, *hbwrap_args, until: str = "-", **kw) -> subprocess.Popen:
         self.hb.state_dir.mkdir(mode=0o700, exist_ok=True)
         self.copy.mkdir(exist_ok=True)
         argv = ["unshare", "-m", "sh", "-c", SCRIPT, "sh", self.size, str(self.hb.state_dir), str(self.copy),
-                str(self.filler), self.hb.bin, *map(str, hbwrap_args)]
+                str(self.filler), until, self.hb.bin, *map(str, hbwrap_args)]
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=kw.pop("stdout", subprocess.PIPE),
                                 stderr=subprocess.PIPE, env=self.hb.env, **kw)
         proc.started_at = time.monotonic()
@@ -217,29 +224,26 @@ def test_a_slow_reader_and_a_full_disk_lose_nothing(hb):
     assert len(said_cannot_write(r)) == 1, r
 
 
-def _stop_supervisor_a_while(hb, disk, name: str, stopped_s: float, more: int) -> Result:
-    """Fill the disk, SIGSTOP the supervisor, let the command write `more` bytes, SIGCONT it after `stopped_s`."""
-    import os
-    import signal
-    import threading
-
-    from conftest import _processes
-
-    go = hb.tmp / "go"
-    proc = disk.start("run", "--name", name, "--response-timeout", "30s", "--",
-                      *disk.flood("out:3000000", f"wait:{go}", f"out:{more}", "exit:0"))
-    got = {}
-    reader = threading.Thread(target=lambda: got.update(out=proc.stdout.read()))
-    reader.start()
-
-    def supervisor():
+def _supervisor_pid(hb) -> int:
+    def find():
         for pid, argv in _processes():
             if len(argv) > 2 and os.path.basename(argv[1]) == b"hbwrap" and argv[2] == b"run" \
                     and hb.tag.encode() in argv:
                 return pid
         return None
 
-    pid = wait_until(supervisor, timeout=20, what="the supervisor")
+    return wait_until(find, timeout=20, what="the supervisor")
+
+
+def _stop_supervisor_a_while(hb, disk, name: str, stopped_s: float, more: int) -> Result:
+    """Fill the disk, SIGSTOP the supervisor, let the command write `more` bytes, SIGCONT it after `stopped_s`."""
+    go = hb.tmp / "go"
+    proc = disk.start("run", "--name", name, "--response-timeout", "30s", "--",
+                      *disk.flood("out:3000000", f"wait:{go}", f"out:{more}", "exit:0"))
+    got = {}
+    reader = threading.Thread(target=lambda: got.update(out=proc.stdout.read()))
+    reader.start()
+    pid = _supervisor_pid(hb)
     wait_until(disk.hash_file.exists, timeout=20, what="the disk to be full (3 MB written)")
     os.kill(pid, signal.SIGSTOP)
     go.touch()
@@ -272,3 +276,25 @@ def test_a_supervisor_that_takes_nothing_for_long_is_told_what_it_missed(hb):
     missing = [line for line in hbwrap_lines(r.err) if "are missing from" in line]
     assert len(missing) == 1 and "could not be passed through" in missing[0], r
     assert len(said_cannot_write(r)) == 1, r
+
+
+def test_a_supervisor_killed_on_a_full_disk_is_replaced_and_the_run_ends_as_it_would_have(hb):
+    # self-heal needs no disk either: the keeper's replacement takes over, learns how the command ended and
+    # records it; what the command wrote while no supervisor was there is missing, and said so, once
+    disk = FullDisk(hb, "2m")
+    go = hb.tmp / "go"
+    proc = disk.start("run", "--name", "heal", "--response-timeout", "20s", "--",
+                      *disk.flood("out:3000000", f"wait:{go}", "out:3000000", "exit:5"), until="failed")
+    pid = _supervisor_pid(hb)
+    wait_until(disk.hash_file.exists, timeout=20, what="the disk to be full (3 MB written)")
+    os.kill(pid, signal.SIGKILL)
+    go.touch()
+    r = hb.finish(proc, timeout=60)
+    assert r.returncode == 128 + signal.SIGKILL, r  # the first supervisor's; the replacement ends the run
+    state = assert_job_files_sound(disk.job("heal"))
+    assert state["status"] == "failed" and state["exit_code"] == 5 and state["heals"] == 1, state
+    lines = hbwrap_lines(r.err)
+    assert any("took over job heal" in line for line in lines) and any("exit code 5" in line for line in lines), r
+    missing = [line for line in lines if "are missing from" in line]
+    assert len(missing) == 1 and missing[0].startswith("hbwrap: 3000000 bytes"), r
+    assert "Traceback" not in r.err, r
