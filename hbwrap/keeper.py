@@ -19,9 +19,10 @@ A full disk (ENOSPC, EDQUOT, EROFS, any failed write) never stops it, nor the co
 the command's pipes; output the log refuses goes to the supervisor over the handshake pipe, kept open as
 a channel (channel.py), in its place in the stream (the log's index records the gap: output.py); a
 keeper.json the disk refuses keeps its last good version, the record goes over the channel instead, and
-both are tried again every RETRY_S; the final record (ended_at) may use the space set aside for it. It reads its spec from a memfd, so a new attempt starts on a full disk
-too. A keeper whose final record is not on disk yet stands by (even without self-heal) until it is, or
-until its supervisor releases it.
+both are tried again every RETRY_S; the final record (ended_at) may use the space set aside for it
+(jobstore.make_reserve). It reads its spec from a memfd, so a new attempt starts on a full disk too. A
+keeper whose final record is not on disk yet stands by (even without self-heal) until it is, until its
+supervisor releases it, or until a later attempt's keeper exists.
 """
 from __future__ import annotations
 

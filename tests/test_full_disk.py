@@ -298,3 +298,17 @@ def test_a_supervisor_killed_on_a_full_disk_is_replaced_and_the_run_ends_as_it_w
     missing = [line for line in lines if "are missing from" in line]
     assert len(missing) == 1 and missing[0].startswith("hbwrap: 3000000 bytes"), r
     assert "Traceback" not in r.err, r
+
+
+def test_a_stop_signal_on_a_full_disk_stops_the_job_as_ever(hb):
+    disk = FullDisk(hb, "2m")
+    proc = disk.start("run", "--name", "term", "--", *disk.flood("out:3000000", "hang"))
+    pid = _supervisor_pid(hb)
+    wait_until(disk.hash_file.exists, timeout=20, what="the disk to be full (3 MB written)")
+    os.kill(pid, signal.SIGTERM)
+    r = hb.finish(proc, timeout=60)
+    assert r.returncode == 128 + signal.SIGTERM, r
+    assert any("stopped term on SIGTERM" in line for line in hbwrap_lines(r.err)), r
+    state = assert_job_files_sound(disk.job("term"))
+    assert state["status"] == "stopped" and state["exit_code"] == 143, state
+    assert not hb.leftovers()
