@@ -26,16 +26,77 @@ def _usage_error(message: str) -> Exception:
     return UsageError(message)
 
 FILE_MODE = 0o600
+RESERVE_SIZE = 64 * 1024  # disk set aside for a record's last write when the disk is full (make_reserve)
 
 
-def write_atomic(path: str | os.PathLike, payload: bytes, mode: int = FILE_MODE, fsync: bool = True) -> None:
+def write_atomic(path: str | os.PathLike, payload: bytes, mode: int = FILE_MODE, fsync: bool = True,
+                 reserve: bool = False) -> None:
     """Replace `path` with `payload` so that a reader sees the old or the new content, never a mix.
 
     The temporary file is in the same directory, named `.NAME.PID.tmp` (hidden, and not matching a
     collector's `*.prom`), created exclusively (a leftover, or a symlink planted there, is removed first,
     never written through), and removed if anything fails. Replacing a symlink at `path` replaces the
-    link, not its target.
+    link, not its target. With `reserve`, a full disk (ENOSPC, EDQUOT) is met with the space
+    make_reserve set aside for `path`: for a record's last word (how a run or an attempt ended).
     """
+    try:
+        _write_atomic(path, payload, mode, fsync)
+    except OSError as exc:
+        if not reserve or exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not _use_reserve(path, payload, fsync):
+            raise
+
+
+def reserve_path(path: str | os.PathLike) -> str:
+    return os.fspath(path) + ".reserve"
+
+
+def make_reserve(path: str | os.PathLike) -> bool:
+    """Set RESERVE_SIZE bytes of disk aside next to `path` (a file of zeros, written while there is space),
+    unless that is done already; False if the disk refuses."""
+    spare = reserve_path(path)
+    try:
+        st = os.lstat(spare)
+        if file_problem(st) is None and st.st_size >= RESERVE_SIZE:
+            return True
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    try:
+        _write_atomic(spare, bytes(RESERVE_SIZE), FILE_MODE, False)
+    except OSError:
+        return False
+    return True
+
+
+def _use_reserve(path: str | os.PathLike, payload: bytes, fsync: bool) -> bool:
+    """Write `payload` into the reserve's blocks (allocated already: an overwrite needs no new ones), cut it
+    to size and rename it over `path`: atomic as ever. The reserve is used up; make_reserve makes another."""
+    if len(payload) > RESERVE_SIZE:
+        return False
+    try:
+        fd = open_job_file(reserve_path(path), os.O_WRONLY)
+    except OSError:  # (a planted file is refused as StateError, an OSError too)
+        return False
+    try:
+        try:
+            if os.fstat(fd).st_size < len(payload):
+                return False
+            view, done = memoryview(payload), 0
+            while done < len(payload):
+                done += os.pwrite(fd, view[done:], done)
+            os.ftruncate(fd, len(payload))
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(reserve_path(path), path)
+    except OSError:
+        return False
+    return True
+
+
+def _write_atomic(path: str | os.PathLike, payload: bytes, mode: int, fsync: bool) -> None:
     head, tail = os.path.split(os.fspath(path))
     tmp = os.path.join(head, f".{tail}.{os.getpid()}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -58,8 +119,8 @@ def write_atomic(path: str | os.PathLike, payload: bytes, mode: int = FILE_MODE,
     except BaseException:
         try:
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        except OSError:
+            pass  # gone already, or a read-only file system (where it could not have been made)
         raise
 
 

@@ -6,6 +6,7 @@ of ours with no other hard link (open_job_file), so nobody can make hbwrap write
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -13,7 +14,8 @@ import time
 from pathlib import Path
 
 from hbwrap.errors import StateError, UnknownJob
-from hbwrap.jobfiles import (FILE_MODE, file_problem, fix_hint, open_job_file, read_job_file,  # noqa: F401 (re-exported)
+from hbwrap.jobfiles import (FILE_MODE, RESERVE_SIZE, file_problem, fix_hint, make_reserve,  # noqa: F401 (re-exported)
+                             open_job_file, read_job_file, reserve_path,
                              refuse_file, touch_heartbeat, write_atomic, write_checkpoint)
 from hbwrap.model import SCHEMA_VERSION, iso, parse_iso  # noqa: F401  (re-exported for views)
 from hbwrap.options import NAME_RE, check_name
@@ -25,8 +27,8 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + os.urandom(3).hex()
 
 
-def write_json_atomic(path: Path, data: dict, fsync: bool = True) -> None:
-    write_atomic(path, (json.dumps(data, sort_keys=True) + "\n").encode(), fsync=fsync)
+def write_json_atomic(path: Path, data: dict, fsync: bool = True, reserve: bool = False) -> None:
+    write_atomic(path, (json.dumps(data, sort_keys=True) + "\n").encode(), fsync=fsync, reserve=reserve)
 
 
 def read_json(path: Path) -> dict | None:
@@ -47,10 +49,21 @@ def read_json(path: Path) -> dict | None:
 
 
 def append_line(path: Path, line: bytes) -> None:
-    """Append one whole line with a single write (O_APPEND), so concurrent readers never see half of it."""
+    """Append one whole line with a single write (O_APPEND), so concurrent readers never see half of it.
+
+    A write the disk takes only in part (it is full) is cut off again and raises OSError: the file never
+    keeps half a line that the next one would be glued to (the file has one writer, so the cut is safe).
+    """
     fd = open_job_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
-        os.write(fd, line)
+        size = os.fstat(fd).st_size
+        written = os.write(fd, line)  # a write that fails writes nothing
+        if written < len(line):
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                pass
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
     finally:
         os.close(fd)
 
@@ -170,7 +183,8 @@ class JobDir:
         rotated = tuple(p.with_name(p.name + ".1") for p in (self.log_file, self.index_file))
         return (self.state_file, self.events_file, self.keeper_file, self.keeper_spec_file, self.keeper_err_file,
                 self.lock_file, self.cursor_file, self.approval_file, self.log_file, self.index_file, *rotated,
-                self.default_checkpoint, self.default_heartbeat)
+                self.default_checkpoint, self.default_heartbeat, Path(reserve_path(self.state_file)),
+                Path(reserve_path(self.keeper_file)))
 
     def check(self) -> bool:
         """StateError if the job dir is not a private directory of ours; False if it does not exist."""
@@ -218,7 +232,14 @@ class JobDir:
         return read_json(self.keeper_file)
 
     def append_event(self, event: dict) -> None:
-        append_line(self.events_file, (json.dumps(event, sort_keys=False) + "\n").encode())
+        self.append_event_line(self.event_line(event))
+
+    @staticmethod
+    def event_line(event: dict) -> bytes:
+        return (json.dumps(event, sort_keys=False) + "\n").encode()
+
+    def append_event_line(self, line: bytes) -> None:
+        append_line(self.events_file, line)
 
     def read_events(self) -> list[dict]:
         return list(iter_events(self.events_file))

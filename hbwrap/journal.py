@@ -1,16 +1,26 @@
 """What a supervisor records and says: its events (and the alerts they trigger), its state.json, its `hbwrap:`
-lines on stderr (held back under --quiet) and the live status line's text."""
+lines on stderr (held back under --quiet) and the live status line's text.
+
+A full disk (or any failing write) costs the run nothing but what it cannot write: state.json keeps its last
+good version (atomic replace) while the lease is renewed by touching it, and its last one, how the run
+ended, goes into space set aside for it (jobstore.make_reserve); events wait in memory (up to
+EVENT_BACKLOG) and are appended, in order, as soon as the disk takes them again; and hbwrap says once per
+run, also under --quiet, what it could not write (cannot_write: the keeper's files come through its channel).
+"""
 from __future__ import annotations
 
 import collections
+import errno
 import os
 
 from hbwrap import lease, policy
-from hbwrap.jobstore import JobDir, write_json_atomic
-from hbwrap.model import OWN_EVENTS, Event, Phase, iso
+from hbwrap.jobstore import JobDir, make_reserve, write_json_atomic
+from hbwrap.model import ACTIVE_VALUES, OWN_EVENTS, Event, Phase, iso
 from hbwrap.options import RunOptions
 
 ALERT_CLOSE_WAIT_S = 10.0  # SPEC §9: before exiting, up to 10 s for alerts still in flight
+EVENT_BACKLOG = 10_000     # events held while the disk refuses them (the oldest go first beyond it)
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
 def message(text: str) -> None:
@@ -43,6 +53,9 @@ class Journal:
         self.closing_since: float | None = None
         self.state_write_failed = False
         self.my_start: int | None = None
+        self.unwritten: collections.deque[bytes] = collections.deque(maxlen=EVENT_BACKLOG)  # lines the disk refused
+        self.said_cannot: set = set()
+        self.reserved = False
 
     def use(self, opts: RunOptions, passthrough) -> None:
         self.opts, self.passthrough = opts, passthrough
@@ -62,13 +75,37 @@ class Journal:
         offset_s = self.clock.wall() - self.clock.mono()
         record.update({k: iso(v + offset_s) if isinstance(v, policy.At) else v
                        for k, v in fields.items() if v is not None})
-        try:
-            self.job.append_event(record)
-        except OSError as exc:
-            message(f"cannot append to {self.job.events_file}: {exc.strerror}")
+        self.unwritten.append(self.job.event_line(record))
+        self.write_events()
         if self.alerter is not None and event not in OWN_EVENTS and event is not Event.ALERT_FAILED:
             self.alerter.notify(record)
         return record
+
+    def write_events(self) -> None:
+        """Append the events not written yet, in order; those the disk refuses wait for the next try."""
+        while self.unwritten:
+            try:
+                self.job.append_event_line(self.unwritten[0])
+            except OSError as exc:
+                self.cannot_write(str(self.job.events_file), exc.errno, "events wait in memory meanwhile")
+                return
+            self.unwritten.popleft()
+
+    def cannot_write(self, path: str, err: int | None, meanwhile: str = "") -> None:
+        """Say once what could not be written (once for every file when the disk is full), then carry on."""
+        full = err in DISK_FULL
+        key = ("disk", err) if full else path
+        if key in self.said_cannot:
+            return
+        self.said_cannot.add(key)
+        text = f"cannot write {path}: {os.strerror(err) if err else 'failed'}"
+        if full:
+            text += ("; the command runs on under supervision and its output still passes through, but hbwrap "
+                     "cannot write its files (the log misses this output, state.json keeps its last good version, "
+                     "events wait in memory) until space returns")
+        elif meanwhile:
+            text += f"; {meanwhile}"
+        self.passthrough.message(f"hbwrap: {text}\n")  # also under --quiet: cron should hear of it
 
     def replay_quiet(self) -> None:
         """--quiet and the run failed: everything held back, then the log's path."""
@@ -96,13 +133,22 @@ class Journal:
         rec.next_deadline_at, rec.next_deadline = policy.recorded_deadline(st, self.opts)
         rec.keeper_pid, rec.keeper_start = (held.keeper_pid, held.keeper_start) if held else (None, None)
         try:
-            write_json_atomic(self.job.state_file, rec.to_doc(self.clock.wall() - now))
+            # how the run ended is its last word: a full disk is met with the space set aside for it
+            write_json_atomic(self.job.state_file, rec.to_doc(self.clock.wall() - now),
+                              reserve=rec.status not in ACTIVE_VALUES)
             self.state_write_failed = False
+            if not self.reserved:
+                self.reserved = make_reserve(self.job.state_file)
         except OSError as exc:
-            if not self.state_write_failed:
-                self.say(f"cannot write {self.job.state_file}: {exc.strerror}; it keeps its last good version")
+            self.cannot_write(str(self.job.state_file), exc.errno, "it keeps its last good version")
             self.state_write_failed = True
+            try:
+                os.utime(self.job.state_file)  # the lease is renewed all the same (lease.renewed_at)
+            except OSError:
+                pass
         policy.note_state_written(st, now, self.opts)
+        if self.unwritten:
+            self.write_events()  # the disk may take them again
 
     # --- alerts --------------------------------------------------------------------------------------
     def start_alerts(self, output_tail) -> None:

@@ -1,8 +1,8 @@
 """The per-attempt keeper: parent of the command, writer of its output log and exit status, sweeper of its tree,
 and the second layer of supervision: it replaces its supervisor when that dies or hangs (self-heal).
 
-Started by the supervisor as `python -m hbwrap.keeper JOB_DIR HANDSHAKE_FD [STDOUT_FD STDERR_FD]` in a
-session of its own, so `kill -9` of the supervisor leaves the command, its output capture and its exit
+Started by the supervisor as `python -m hbwrap.keeper JOB_DIR HANDSHAKE_FD SPEC_FD [STDOUT_FD STDERR_FD]` in
+a session of its own, so `kill -9` of the supervisor leaves the command, its output capture and its exit
 status intact. It is a child subreaper: whatever escapes the command's process group (setsid, double
 fork) is reparented here and is stopped with the rest. SIGTERM asks it to stop the attempt: kill signal to
 the group and every descendant, `grace_s`, then SIGKILL to all of them until none is left. It writes
@@ -14,10 +14,20 @@ a death, the lease in state.json of a hang. Either way it starts `hbwrap watch N
 counted in state.json), handing it the original stdout/stderr it holds for that purpose; after a death
 it first waits HEAL_DELAY_S, so that a takeover already on its way (cron, an operator) goes first. Replacements
 are its children, so they and their subtrees are never swept as part of the attempt.
+
+A full disk (ENOSPC, EDQUOT, EROFS, any failed write) never stops it, nor the command: it keeps draining
+the command's pipes; output the log refuses goes to the supervisor over the handshake pipe, kept open as
+a channel (channel.py), in its place in the stream (the log's index records the gap: output.py); a
+keeper.json the disk refuses keeps its last good version, the record goes over the channel instead, and
+both are tried again every RETRY_S; the final record (ended_at) may use the space set aside for it
+(jobstore.make_reserve). It reads its spec from a memfd, so a new attempt starts on a full disk too. A
+keeper whose final record is not on disk yet stands by (even without self-heal) until it is, until its
+supervisor releases it, or until a later attempt's keeper exists.
 """
 from __future__ import annotations
 
 import errno
+import json
 import os
 import select
 import signal
@@ -26,16 +36,16 @@ import sys
 import time
 from pathlib import Path
 
-from hbwrap import procs
+from hbwrap import lease, procs
+from hbwrap.channel import SPILL_STALL_S, ChannelWriter
 from hbwrap.errors import StateError
-from hbwrap.jobstore import JobDir, open_job_file, read_json, write_json_atomic
+from hbwrap.jobstore import JobDir, make_reserve, open_job_file, read_json, write_json_atomic
 from hbwrap.model import SCHEMA_VERSION
-from hbwrap.output import STDERR, STDOUT, LogWriter
+from hbwrap.output import LogWriter
+from hbwrap.spawn import pty_peer, spawn
 
-PTY_ROWS, PTY_COLS = 50, 500
 READ_SIZE = 1 << 20
 CURSOR_STALE_S = 10.0
-PIPE_SIZE = 1 << 20  # fewer context switches between the command and the keeper at high output rates
 SWEEP_INTERVAL_S = 0.02
 MAX_HEALS = 3              # replacements per run (SPEC §9)
 HEAL_DELAY_S = 0.5         # after a supervisor's death, before starting a replacement
@@ -44,15 +54,7 @@ TAKEOVER_WAIT_S = 10.0     # ... and for how long
 ORPHAN_POLL_S = 1.0        # no live supervisor and no replacement allowed: look for one (cron, an operator)
 MAX_WAIT_S = 3600.0
 TERMINAL = frozenset({"succeeded", "failed", "escalated", "stopped"})
-
-
-def _grow_pipe(fd: int) -> None:
-    import fcntl
-
-    try:
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-    except OSError:
-        pass  # over /proc/sys/fs/pipe-max-size for this user: the default size works too
+RETRY_S = 1.0              # a full disk: how often keeper.json and the log's gap record are tried again
 
 
 def _note(text: str) -> None:
@@ -61,74 +63,6 @@ def _note(text: str) -> None:
         os.write(2, f"hbwrap keeper: {text}\n".encode(errors="replace"))
     except OSError:
         pass
-
-
-def _command_env(spec: dict, base_env: dict[str, str]) -> dict[str, str]:
-    env = dict(base_env)
-    env.update(spec.get("env_set") or {})
-    for key in spec.get("env_unset") or ():
-        env.pop(key, None)
-    return env
-
-
-def spawn(spec: dict, base_env: dict[str, str]) -> tuple[int, dict[int, str], object]:
-    """Start the command in a process group of its own: (pid, {read fd: stream}, what keeps a pty open).
-
-    Its signal dispositions are hbwrap's own (SIGPIPE back to default; what hbwrap inherited ignored stays
-    ignored); stdin is /dev/null unless hbwrap's is a terminal. OSError when it cannot be started.
-    """
-    env = _command_env(spec, base_env)
-    ignored = spec.get("ignored_signals", ())
-    if spec.get("pty"):
-        return _spawn_pty(spec, env, ignored)
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    for fd in (out_r, err_r):
-        _grow_pipe(fd)
-    stdin = None if spec.get("stdin_inherit") else subprocess.DEVNULL
-    try:
-        proc = subprocess.Popen(spec["command"], stdin=stdin, stdout=out_w, stderr=err_w, cwd=spec["cwd"], env=env,
-                                process_group=0, restore_signals=True,
-                                preexec_fn=lambda: procs.restore_default_signals(ignored))
-    finally:
-        os.close(out_w)
-        os.close(err_w)
-    proc.returncode = 0  # the keeper reaps it itself; keep Popen from trying
-    return proc.pid, {out_r: STDOUT, err_r: STDERR}, None
-
-
-def _spawn_pty(spec: dict, env: dict[str, str], ignored) -> tuple[int, dict[int, str], object]:
-    import shutil
-
-    from ptyprocess import PtyProcess
-
-    command = spec["command"]
-    exe = command[0]
-    path = exe if "/" in exe else shutil.which(exe, path=env.get("PATH", os.defpath))
-    if path is None:
-        candidates = [os.path.join(d, exe) for d in env.get("PATH", os.defpath).split(os.pathsep)]
-        if any(os.path.exists(c) for c in candidates):
-            raise PermissionError(errno.EACCES, "Permission denied", exe)
-        raise FileNotFoundError(errno.ENOENT, "No such file or directory", exe)
-    if not os.path.exists(path):
-        raise FileNotFoundError(errno.ENOENT, "No such file or directory", exe)
-    if os.path.isdir(path) or not os.access(path, os.X_OK):
-        raise PermissionError(errno.EACCES, "Permission denied", exe)
-    # stdout and stderr go to the pty; stdin is the keeper's own (/dev/null, or hbwrap's terminal), as
-    # without --pty: a program that reads stdin unattended sees EOF instead of waiting for a deadline.
-    stdin_fd = os.dup(0)
-
-    def preexec() -> None:
-        os.dup2(stdin_fd, 0)
-        os.close(stdin_fd)
-        procs.restore_default_signals(ignored)
-
-    try:
-        proc = PtyProcess.spawn([path, *command[1:]], cwd=spec["cwd"], env=env, dimensions=(PTY_ROWS, PTY_COLS),
-                                preexec_fn=preexec, pass_fds=(stdin_fd,))
-    finally:
-        os.close(stdin_fd)
-    return proc.pid, {proc.fd: STDOUT}, proc  # the PtyProcess owns the master fd
 
 
 class SupervisorWatch:
@@ -191,7 +125,7 @@ class SupervisorWatch:
             self.run_over = True
             return
         lease_s = state.get("lease_s") if isinstance(state.get("lease_s"), (int, float)) else 30.0
-        renewed = state.get("lease_renewed_at") if isinstance(state.get("lease_renewed_at"), (int, float)) else 0.0
+        renewed = lease.renewed_at(state, self.job) or 0.0  # a touch of state.json renews too (a full disk)
         nexts = [self._supervisor(state, lease_s, renewed, now)]
         if self.shared:
             nexts.append(self._judge_shared_lease(state.get("lease_valid_until"), lease_s, now))
@@ -204,7 +138,7 @@ class SupervisorWatch:
         if alive and (pid, start) != (self.pid, self.start):
             self._follow(pid, start)  # a takeover happened: watch the new supervisor
             self.spawned_at = None
-        hung = alive and time.time() - renewed > lease_s
+        hung = alive and time.time() - renewed > lease_s and not lease.read_only(self.job)
         if alive and not hung:
             return now + max(0.05, renewed + lease_s - time.time()) + 0.05
         if not self.heal:
@@ -262,7 +196,16 @@ class SupervisorWatch:
 
 class Keeper:
     def __init__(self, job: JobDir, spec: dict, handshake_fd: int, held_fds: tuple[int, int] | None):
-        self.job, self.spec, self.handshake_fd = job, spec, handshake_fd
+        self.job, self.spec = job, spec
+        self.channel = ChannelWriter(handshake_fd)  # the handshake, then what the disk refuses (channel.py)
+        self.writer: LogWriter | None = None
+        self.unsaved = False       # keeper.json is behind self.record (the disk refused it)
+        self.record_sent: dict | None = None  # the record last sent over the channel instead
+        self.retry_at: float | None = None
+        self.said: set[str] = set()
+        self.reading = True        # the command's output descriptors are polled (not held back)
+        self.channel_polled: int | None = None
+        self.standing_by = False
         self.base_env = procs.original_environ()
         self.record: dict = {
             "schema": SCHEMA_VERSION, "run_id": spec["run_id"], "attempt": spec["attempt"],
@@ -279,6 +222,7 @@ class Keeper:
         self.sigkill_sent = False
         self.streams: dict[int, str] = {}
         self.parked: list[int] = []  # pty masters after EIO: closed only once the command has exited
+        self.pty_peer: int | None = None  # the pty's slave side, held while the command runs (spawn.pty_peer)
         self.watch = SupervisorWatch(job, spec, held_fds, self.base_env)
         self.held_fds = held_fds
 
@@ -308,19 +252,55 @@ class Keeper:
             return True
         return reader_gen >= generation - 1  # rotating deletes generation - 1
 
-    def _handshake(self, line: str) -> None:
-        try:
-            os.write(self.handshake_fd, line.encode())
-        except OSError:
-            pass  # the supervisor is gone: carry on, the record on disk is what counts
-        try:
-            os.close(self.handshake_fd)
-        except OSError:
-            pass
-
     def _save(self) -> None:
+        """keeper.json; when the disk refuses it, the last good one stays and the record goes to the supervisor
+        over the channel, and it is tried again every RETRY_S."""
         self.record["replacements"] = [list(r) for r in self.watch.replacements]
-        write_json_atomic(self.job.keeper_file, self.record, fsync=False)
+        if self.writer is not None:
+            self.record["log_missing"] = self.writer.missing  # bytes of output the log could not take
+            self.record["output_unsent"] = self.channel.dropped  # ... nor the supervisor get over the channel
+        try:
+            # that the attempt ended, and how, is its last word: the space set aside for it takes that
+            write_json_atomic(self.job.keeper_file, self.record, fsync=False, reserve=bool(self.record["ended_at"]))
+        except OSError as exc:
+            self._cannot_write(str(self.job.keeper_file), exc)
+            if self.record != self.record_sent:  # (retries of the same record are not news)
+                self.channel.record(self.record)
+                self.record_sent = json.loads(json.dumps(self.record))
+            self.unsaved = True
+            self._retry_soon()
+            return
+        self.unsaved = False
+
+    def _cannot_write(self, path: str, exc: OSError) -> None:
+        """Said once per file: in keeper.err if it can be, and to the supervisor, who says it on hbwrap's stderr."""
+        if path in self.said:
+            return
+        self.said.add(path)
+        _note(f"cannot write {path}: {exc.strerror or exc}; carrying on")
+        self.channel.warning(path, exc.errno or errno.EIO)
+
+    def _retry_soon(self) -> None:
+        if self.retry_at is None:
+            self.retry_at = time.monotonic() + RETRY_S
+
+    def _retry(self, now: float) -> None:
+        """The disk refused something: try again (space may have come back while the command was silent)."""
+        if self.retry_at is None or now < self.retry_at:
+            return
+        self.retry_at = None
+        if self.writer is not None and self.writer.gap and not self.writer.settle():
+            self._retry_soon()
+        if self.unsaved:
+            if self.standing_by and self._newer_keeper():
+                self.unsaved = False  # a later attempt's keeper writes keeper.json now: ours would clobber it
+            else:
+                self._save()
+
+    def _newer_keeper(self) -> bool:
+        mine = self.record["keeper_start"] or 0
+        keepers = procs.find_by_argv(b"hbwrap.keeper", os.fsencode(str(self.job.path)))
+        return any((procs.start_time(pid) or 0) > mine for pid in keepers if pid != os.getpid())
 
     # --- run -------------------------------------------------------------------------------------
     def run(self) -> int:
@@ -332,28 +312,36 @@ class Keeper:
         signal.signal(signal.SIGCHLD, lambda *_: None)
         for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
             signal.signal(sig, signal.SIG_IGN)
-        writer = LogWriter(self.job.log_file, self.job.index_file, int(self.spec["log_max_size"]),
-                           may_rotate=self._reader_caught_up)
+        make_reserve(self.job.keeper_file)
+        self.writer = writer = LogWriter(self.job.log_file, self.job.index_file, int(self.spec["log_max_size"]),
+                                         may_rotate=self._reader_caught_up)
         try:
             self.child_pid, self.streams, self._pty_keepalive = spawn(self.spec, self.base_env)
         except OSError as exc:
             code = 127 if exc.errno == errno.ENOENT else 126
             self.record.update(exec_error=code, exec_message=exc.strerror or str(exc), ended_at=time.time())
             self._save()
-            self._handshake(f"exec {code} {exc.strerror or exc}\n")
+            self.channel.line(f"exec {code} {exc.strerror or exc}\n", keep_open=False)
             writer.close()
             self._reap_all()
             return 0
+        if self.spec.get("pty"):
+            self.pty_peer = pty_peer(next(iter(self.streams)))
         self.record.update(child_pid=self.child_pid, child_start=procs.start_time(self.child_pid),
                            pgid=self.child_pid)
         self._save()
-        self._handshake(f"ok {self.child_pid} {self.record['child_start']}\n")
+        self.channel.line(f"ok {self.child_pid} {self.record['child_start']}\n", keep_open=True)
         self._attempt(wake_r, writer)
         writer.close()
+        self._log_trouble()
+        # what the disk refused reaches the supervisor before the record saying that the attempt has ended
+        self.channel.flush_for(SPILL_STALL_S)
         self.record["ended_at"] = time.time()
         self._save()
-        if self.watch.enabled:
+        self.channel.flush_for(SPILL_STALL_S)
+        if self.watch.enabled or self.unsaved:
             self._stand_by(wake_r)
+        self.channel.close()
         return 0
 
     def _attempt(self, wake_r: int, writer: LogWriter) -> None:
@@ -367,7 +355,8 @@ class Keeper:
         children_left = True
         while True:
             watched = self._rewatch(poller, watched)
-            at = [self.watch.timeout_at()]
+            self._sync_poll(poller)
+            at = [self.watch.timeout_at(), self.retry_at, self.channel.release_at()]
             if self.stopping_since is not None:
                 at.append(time.monotonic() + SWEEP_INTERVAL_S if self.sigkill_sent
                           else self.stopping_since + float(self.spec["grace_s"]))
@@ -379,8 +368,11 @@ class Keeper:
             for fd, _ in ready:
                 if fd == wake_r:
                     _drain(wake_r)
+                elif fd == self.channel_polled:
+                    self.channel.flush()
                 elif fd in self.streams:
                     self._pump(fd, writer, poller)
+            self._retry(time.monotonic())
             if not children_left and not any(fd in self.streams for fd, _ in ready):
                 # no process of the attempt is left, so nothing can still write: what is unread is the end
                 for fd in list(self.streams):
@@ -402,23 +394,55 @@ class Keeper:
                         self.record["sigkill_at"] = time.time()
                         self._save()
                     self._signal_all(signal.SIGKILL)
-        for fd in self.parked:
+        self._release_pty()
+
+    def _release_pty(self) -> None:
+        """The command has exited: let its pty go once its last other holder (a descendant) closes it."""
+        for fd in self.parked + ([self.pty_peer] if self.pty_peer is not None else []):
             os.close(fd)
-        self.parked = []
+        self.parked, self.pty_peer = [], None
+
+    def _sync_poll(self, poller) -> None:
+        """Poll the command's output unless the channel holds back (channel.py), and the channel while it has
+        frames to write."""
+        reading = not self.channel.holding_back(time.monotonic())
+        if reading != self.reading:
+            for fd in self.streams:
+                if reading:
+                    poller.register(fd, select.POLLIN)
+                else:
+                    _unpoll(poller, fd)
+            self.reading = reading
+        polled = self.channel.fd if self.channel.pending else None
+        if polled != self.channel_polled:
+            if self.channel_polled is not None:
+                _unpoll(poller, self.channel_polled)
+            if polled is not None:
+                poller.register(polled, select.POLLOUT)
+            self.channel_polled = polled
+
+    def _standing_by(self) -> bool:
+        if self.released:
+            return False
+        if self.watch.enabled and not self.watch.run_over:
+            return True
+        return self.unsaved and not self.watch.run_over  # its end is not on disk yet: stay until it is, or released
 
     def _stand_by(self, wake_r: int) -> None:
         """Between attempts: stay until released, the run ends, or a newer keeper of the run exists."""
         poller = select.poll()
         poller.register(wake_r, select.POLLIN)
         watched: set[int] = set()
-        while not self.released and not self.watch.run_over:
+        self.standing_by = True
+        while self._standing_by():
             watched = self._rewatch(poller, watched)
-            for fd, _ in self._poll(poller, [self.watch.timeout_at()]):
+            for fd, _ in self._poll(poller, [self.watch.timeout_at(), self.retry_at]):
                 if fd == wake_r:
                     _drain(wake_r)
             self._reap_all()
             if self.released or self._superseded():
                 break
+            self._retry(time.monotonic())
             self.watch.check(time.monotonic())
 
     def _superseded(self) -> bool:
@@ -451,6 +475,10 @@ class Keeper:
     def _pump(self, fd: int, writer: LogWriter, poller, drain: bool = False) -> None:
         stream = self.streams[fd]
         for _ in range(64 if not drain else 1 << 30):
+            if self.channel.holding_back(time.monotonic()):
+                if not drain:
+                    return  # the command waits (its pipe fills) until the supervisor has taken some
+                self.channel.flush_for(SPILL_STALL_S, until_room=True)
             try:
                 data = os.read(fd, READ_SIZE)
             except BlockingIOError:
@@ -462,16 +490,27 @@ class Keeper:
                 if self.child_status is None:
                     # Closing the master now would hang up the terminal of a command that closed its
                     # output but still runs (SIGHUP, exit 129): keep it open until the command has exited.
-                    poller.unregister(fd)
+                    _unpoll(poller, fd)
                     del self.streams[fd]
                     self.parked.append(fd)
                     return
             if not data:
-                poller.unregister(fd)
+                _unpoll(poller, fd)
                 os.close(fd)
                 del self.streams[fd]
                 return
-            writer.write(stream, data)
+            lost = writer.write(stream, data)
+            if lost:
+                # the disk refused it: to the supervisor directly, in its place (the gap the log records)
+                writer.unsent(self.channel.data(writer.position, stream, data[len(data) - lost:]))
+                self._log_trouble()
+
+    def _log_trouble(self) -> None:
+        failure, self.writer.failure = self.writer.failure, None
+        if failure is not None:
+            self._cannot_write(str(self.job.log_file), failure)
+        if self.writer.gap:
+            self._retry_soon()
 
     def _reap_all(self) -> bool:
         """Reap every exited child; True while any process of the attempt (a child, or below one) is left."""
@@ -492,9 +531,7 @@ class Keeper:
                     self.record["exit_code"] = os.waitstatus_to_exitcode(status)
                 self.record["exited_at"] = time.time()
                 self._save()
-                for fd in self.parked:
-                    os.close(fd)
-                self.parked = []
+                self._release_pty()
         spared = self.watch.excluded()
         if not spared:
             return True
@@ -524,6 +561,13 @@ class Keeper:
             procs.kill_quietly(pid, sig)
 
 
+def _unpoll(poller, fd: int) -> None:
+    try:
+        poller.unregister(fd)
+    except KeyError:
+        pass  # not polled now (held back)
+
+
 def _drain(fd: int) -> None:
     try:
         while os.read(fd, 512):
@@ -532,17 +576,28 @@ def _drain(fd: int) -> None:
         pass
 
 
+def read_spec(fd: int) -> dict:
+    """The keeper's spec from the memfd the supervisor filled (memory, not the disk: a full disk cannot stop
+    an attempt from starting)."""
+    chunks = []
+    with os.fdopen(fd, "rb") as f:
+        while chunk := f.read(1 << 20):
+            chunks.append(chunk)
+    spec = json.loads(b"".join(chunks))
+    if not isinstance(spec, dict) or spec.get("schema") != SCHEMA_VERSION:
+        raise ValueError(f"not a keeper spec of schema {SCHEMA_VERSION}")
+    return spec
+
+
 def main(argv: list[str]) -> int:
-    job_path, handshake_fd = Path(argv[1]), int(argv[2])
-    held = (int(argv[3]), int(argv[4])) if len(argv) >= 5 else None
+    """argv: JOB_DIR HANDSHAKE_FD SPEC_FD [STDOUT_FD STDERR_FD]"""
+    job_path, handshake_fd, spec_fd = Path(argv[1]), int(argv[2]), int(argv[3])
+    held = (int(argv[4]), int(argv[5])) if len(argv) >= 6 else None
     job = JobDir(job_path, job_path.name)
     try:
-        spec = read_json(job.keeper_spec_file)
-    except Exception as exc:
-        print(f"hbwrap keeper: {exc}", file=sys.stderr)
-        return 125
-    if spec is None:
-        print("hbwrap keeper: no keeper-spec.json", file=sys.stderr)
+        spec = read_spec(spec_fd)
+    except (OSError, ValueError) as exc:
+        print(f"hbwrap keeper: cannot read its spec: {exc}", file=sys.stderr)
         return 125
     return Keeper(job, spec, handshake_fd, held).run()
 

@@ -1,8 +1,12 @@
 """Starting an attempt: the command's environment, the keeper process and its handshake, probes, and handles
-through which the supervisor observes and signals an attempt's processes (only ever after verifying them)."""
+through which the supervisor observes and signals an attempt's processes (only ever after verifying them).
+
+The handshake pipe stays open after the keeper's line: it is the keeper's channel (channel.py), which
+carries what a full disk refused (output, the keeper's record); the handle holds its reading end."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -11,8 +15,9 @@ import time
 from pathlib import Path
 
 from hbwrap import procs
+from hbwrap.channel import ChannelReader
 from hbwrap.errors import HbwrapError, StateError
-from hbwrap.jobstore import JobDir, open_job_file, read_job_file, write_json_atomic
+from hbwrap.jobstore import JobDir, open_job_file, read_job_file, write_atomic
 from hbwrap.model import SCHEMA_VERSION, RunRecord
 from hbwrap.options import RunOptions
 
@@ -93,8 +98,9 @@ class AttemptHandle:
         self.markers = markers
         self.keeper_pid, self.keeper_start = keeper_pid, keeper_start
         self.popen = popen
-        self.handshake_fd = handshake_fd
-        self._handshake_buf = b""
+        # the handshake pipe: the keeper's line, then what the disk refused to take (channel.py)
+        self.channel = ChannelReader(handshake_fd) if handshake_fd is not None else None
+        self.unsent = 0  # output the disk refused that the keeper could not hand to any supervisor (its record)
         self.child_pid: int | None = None
         self.child_start: int | None = None
         self.pidfd = procs.pidfd_open(keeper_pid)
@@ -110,24 +116,24 @@ class AttemptHandle:
         return handle
 
     # --- observing ------------------------------------------------------------------------------
+    @property
+    def handshake_fd(self) -> int | None:
+        """The keeper's pipe while it is open (the handshake, then the channel): polled for news."""
+        return self.channel.fd if self.channel is not None else None
+
     def fds(self) -> list[int]:
         return [fd for fd in (self.handshake_fd, self.pidfd, self.group_pidfd) if fd is not None]
 
     def handshake(self) -> tuple | None:
         """("ok", pid, start) | ("exec", code, message) | ("lost", started, text) once the keeper reported."""
-        if self.handshake_fd is None:
+        if self.channel is None or self.channel.line_read:
             return None
-        try:
-            chunk = os.read(self.handshake_fd, 4096)
-        except BlockingIOError:
+        line = self.channel.read_line()
+        if line is None:
             return None
-        self._handshake_buf += chunk
-        if b"\n" not in self._handshake_buf and chunk:
-            return None
-        os.close(self.handshake_fd)
-        self.handshake_fd = None
-        parts = self._handshake_buf.decode(errors="replace").strip().split(" ", 2)
+        parts = line.decode(errors="replace").strip().split(" ", 2)
         if parts[0] == "exec" and len(parts) >= 2 and parts[1].isdigit():
+            self.close_channel()
             self.reap()
             return "exec", int(parts[1]), parts[2].strip() if len(parts) > 2 else ""
         if parts[0] == "ok" and len(parts) == 3 and parts[1].isdigit():
@@ -136,11 +142,14 @@ class AttemptHandle:
             return "ok", self.child_pid, self.child_start
         return self.abandon("the keeper exited without reporting")
 
+    def close_channel(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+
     def abandon(self, why: str) -> tuple:
         """The keeper died or hung before its handshake: kill it and whatever it had started."""
-        if self.handshake_fd is not None:
-            os.close(self.handshake_fd)
-            self.handshake_fd = None
+        self.close_channel()
         if self.popen is not None:
             self.popen.kill()
             self.popen.wait()
@@ -152,16 +161,19 @@ class AttemptHandle:
         return "lost", started, tail.splitlines()[-1] if tail else why
 
     def ended_record(self) -> dict | None:
-        """The keeper's record once it says every process of this attempt is gone."""
+        """The keeper's record once it says every process of this attempt is gone: keeper.json, or the record
+        the keeper sent over its channel when the disk refused keeper.json."""
         try:
-            record = self.job.read_keeper() or {}
+            record = self.job.read_keeper()
         except StateError:
-            return None
-        if record.get("run_id") != self.run_id or record.get("attempt") != self.attempt:
-            return None
-        if record.get("keeper_pid") != self.keeper_pid or not record.get("ended_at"):
-            return None
-        return record
+            record = None
+        for candidate in (record, self.channel.record if self.channel is not None else None):
+            if (candidate and candidate.get("run_id") == self.run_id and candidate.get("attempt") == self.attempt
+                    and candidate.get("keeper_pid") == self.keeper_pid and candidate.get("ended_at")):
+                if isinstance(candidate.get("output_unsent"), int):
+                    self.unsent = candidate["output_unsent"]  # for the observer to say, if not said yet
+                return candidate
+        return None
 
     def keeper_alive(self) -> bool:
         """Our keeper has not exited; an adopted one is alive only if it is verifiably a keeper of this job
@@ -281,7 +293,8 @@ class AttemptHandle:
             self.popen.wait()
 
     def close(self) -> None:
-        for name in ("pidfd", "group_pidfd", "handshake_fd"):
+        self.close_channel()
+        for name in ("pidfd", "group_pidfd"):
             fd = getattr(self, name)
             if fd is not None:
                 os.close(fd)
@@ -298,20 +311,32 @@ class Launcher:
 
     def launch(self, opts: RunOptions, rec: RunRecord, spec: dict, markers: dict[str, str],
                hold_fds: tuple[int, int] | None) -> AttemptHandle:
-        """Start the keeper of attempt `rec.attempt`; its handshake arrives on the handle's handshake fd."""
-        write_json_atomic(self.job.keeper_spec_file, {"schema": SCHEMA_VERSION, **spec}, fsync=False)
+        """Start the keeper of attempt `rec.attempt`; its handshake arrives on the handle's handshake fd.
+
+        Nothing here needs the disk: the spec goes to the keeper in a memfd (keeper-spec.json is only a
+        copy for the curious, written if the disk takes it), and keeper.err falls back to /dev/null.
+        """
+        doc = json.dumps({"schema": SCHEMA_VERSION, **spec}, sort_keys=True).encode()
+        try:
+            write_atomic(self.job.keeper_spec_file, doc + b"\n", fsync=False)
+        except OSError:
+            pass  # a full disk: the keeper reads its spec from the memfd
         try:
             self.job.keeper_file.unlink()
         except FileNotFoundError:
             pass
+        spec_fd = _memfd(doc)
         hs_r, hs_w = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(hs_r, False)
-        err_fd = open_job_file(self.job.path / "keeper.err", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        try:
+            err_fd = open_job_file(self.job.keeper_err_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        except OSError:
+            err_fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)  # a full disk may refuse a new file
         # hbwrap's own stdout/stderr, for a replacement supervisor to write to (fds 1 and 2 of the keeper are
         # its keeper.err): duplicated to other numbers, as the keeper's stdout/stderr are set after pass_fds
         held = [os.dup(fd) for fd in hold_fds] if hold_fds else []
-        pass_fds = [hs_w, *held]
-        argv = [sys.executable, "-m", "hbwrap.keeper", str(self.job.path), str(hs_w), *map(str, held)]
+        pass_fds = [hs_w, spec_fd, *held]
+        argv = [sys.executable, "-m", "hbwrap.keeper", str(self.job.path), str(hs_w), str(spec_fd), *map(str, held)]
         try:
             popen = subprocess.Popen(argv, stdin=None if spec.get("stdin_inherit") else subprocess.DEVNULL,
                                      stdout=err_fd, stderr=err_fd, pass_fds=pass_fds, start_new_session=True,
@@ -320,7 +345,7 @@ class Launcher:
             os.close(hs_r)
             raise HbwrapError(f"cannot start the keeper process: {exc.strerror or exc}") from None
         finally:
-            for fd in (hs_w, err_fd, *held):
+            for fd in (hs_w, spec_fd, err_fd, *held):
                 os.close(fd)
         return AttemptHandle(self.job, rec, markers, popen.pid, procs.start_time(popen.pid), popen, hs_r,
                              exclude=self.exclude)
@@ -372,6 +397,15 @@ class Probe:
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
+
+
+def _memfd(data: bytes) -> int:
+    fd = os.memfd_create("hbwrap-keeper-spec", os.MFD_CLOEXEC)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 def exec_error_code(exc: OSError) -> int:

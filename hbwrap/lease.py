@@ -39,26 +39,56 @@ def read_holder(job: JobDir) -> dict | None:
         return None
 
 
-def lease_expired(doc: dict, now_wall: float, default_lease_s: float) -> bool:
-    """Whether the supervisor recorded in `doc` has not renewed its lease in time (it is hung)."""
+def renewed_at(doc: dict, job: JobDir | None = None) -> float | None:
+    """When the supervisor recorded in `doc` last renewed its lease (wall seconds), None if it never did.
+
+    A supervisor that cannot write state.json (a full disk) renews by touching it (journal.write_state),
+    so with `job` the file's modification time counts too: only that supervisor writes or touches it.
+    """
     renewed = doc.get("lease_renewed_at")
+    if not isinstance(renewed, (int, float)) or isinstance(renewed, bool):
+        return None
+    if job is not None:
+        try:
+            renewed = max(renewed, os.lstat(job.state_file).st_mtime)
+        except OSError:
+            pass
+    return renewed
+
+
+def read_only(job: JobDir) -> bool:
+    """Whether the job dir is on a read-only file system, where no lease can be renewed (nor judged stale)."""
+    try:
+        return bool(os.statvfs(job.path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def lease_expired(doc: dict, now_wall: float, default_lease_s: float, job: JobDir | None = None) -> bool:
+    """Whether the supervisor recorded in `doc` has not renewed its lease in time (it is hung).
+
+    With `job`: a touch of state.json renews too, and on a read-only file system a lease never expires.
+    """
+    renewed = renewed_at(doc, job)
     lease_s = doc.get("lease_s")
     if not isinstance(lease_s, (int, float)) or isinstance(lease_s, bool) or lease_s <= 0:
         lease_s = default_lease_s
-    return isinstance(renewed, (int, float)) and not isinstance(renewed, bool) and now_wall - renewed > lease_s
+    if renewed is None or now_wall - renewed <= lease_s:
+        return False
+    return job is None or not read_only(job)
 
 
 def kill_hung_holder(job: JobDir, name: str, default_lease_s: float) -> int | None:
     """Kill the lock holder if its lease has expired (identity verified first); its pid if one was killed."""
     holder = read_holder(job)
-    if not holder or not lease_expired(holder, time.time(), default_lease_s):
+    if not holder or not lease_expired(holder, time.time(), default_lease_s, job):
         return None
     pid, start = holder.get("supervisor_pid"), holder.get("supervisor_start")
     if not isinstance(pid, int) or not isinstance(start, int) or pid == os.getpid():
         return None
     if not procs.is_supervisor(pid, start) or not procs.kill_quietly(pid, signal.SIGKILL):
         return None
-    late = time.time() - holder["lease_renewed_at"] - (holder.get("lease_s") or default_lease_s)
+    late = time.time() - (renewed_at(holder, job) or 0.0) - (holder.get("lease_s") or default_lease_s)
     _message(f"supervisor pid {pid} of job {name} is hung (lease expired {_fmt_s(late)} ago); killed it to "
              f"take over")
     end = time.monotonic() + HUNG_KILL_WAIT_S

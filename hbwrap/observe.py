@@ -1,5 +1,12 @@
 """What the supervisor sees at one wake-up: new output (passed through and scanned for markers), heartbeat and
-checkpoint files, the attempt's keeper and command, the probe — gathered into one policy.Observations."""
+checkpoint files, the attempt's keeper and command, the probe — gathered into one policy.Observations.
+
+Output comes from the job's log, and — where the disk refused it — from the keeper's channel (channel.py):
+a frame of output is taken in when the log reader has reached its position, and at a gap the log records
+(output.py: an `L` line) the reader waits there until the frames that fill it have come, so bytes pass
+through and are scanned in the order the command wrote them. A gap nobody can fill (a takeover: the
+frames went to the previous supervisor; or the keeper dropped them) is said once.
+"""
 from __future__ import annotations
 
 import os
@@ -9,7 +16,7 @@ from hbwrap.approval import take_answer
 from hbwrap.errors import StateError
 from hbwrap.jobstore import JobDir, open_job_file, parse_iso, read_job_file
 from hbwrap.markers import MarkerScanner
-from hbwrap.output import STDERR, STDOUT, LogFollower, log_position
+from hbwrap.output import GAP, STDERR, STDOUT, LogFollower, index_size, log_position
 from hbwrap.policy import Observations
 
 PUMP_BUDGET = 8 * 1024 * 1024  # bytes of output handled before deadlines are looked at again
@@ -54,7 +61,7 @@ class Observer:
     """Follows the job's output log and files; one `gather` per wake-up of the supervisor loop."""
 
     def __init__(self, job: JobDir, progress, fatal, checkpoint_path: Path, heartbeat_path: Path, passthrough,
-                 note, retry_after=(), repeat: bool = False):
+                 note, retry_after=(), repeat: bool = False, attempt=lambda: None, cannot_write=None):
         self.job = job
         self.progress_patterns, self.fatal_patterns, self.retry_after_patterns = progress, fatal, list(retry_after)
         self.repeat = None
@@ -67,6 +74,13 @@ class Observer:
         self.own_heartbeat = heartbeat_path.parent == job.path
         self.passthrough = passthrough
         self.note = note  # callable(text): an hbwrap line on stderr
+        self.attempt = attempt  # callable -> the attempt's handle (launcher.AttemptHandle), or None
+        self.cannot_write = cannot_write  # callable(path, errno): the keeper could not write a file
+        self.awaiting = 0  # bytes of a gap at the reader's position still to come over the channel
+        # (position, bytes) of output taken in from the channel there and not yet matched with a gap line
+        self.live: tuple[tuple[int, int] | None, int] = (None, 0)
+        self.records_seen = 0  # keeper records that came over the channel, as last looked at
+        self.gap_said = False
         self.follower: LogFollower | None = None
         self.scanners: dict[str, MarkerScanner] = {}
         self.more_output = False
@@ -76,21 +90,25 @@ class Observer:
         self.run_log_start: tuple[int, int] | None = None
         self.attempt_log_start: tuple[int, int] | None = None  # where the attempt being watched began
         self._cursor_fd: int | None = None
+        self._now = 0.0  # the instant of the pump in progress (the repetition window's clock)
         self.run_id = ""
 
     # --- the log -------------------------------------------------------------------------------------
-    def follow_from(self, run_id: str, generation: int, offset: int) -> None:
+    def follow_from(self, run_id: str, generation: int, offset: int, history: int = 0) -> None:
         self.run_id = run_id
-        self.follower = LogFollower(self.job.log_file, self.job.index_file, generation, offset)
+        self.follower = LogFollower(self.job.log_file, self.job.index_file, generation, offset, gaps=True,
+                                    history=history)
+        self.awaiting, self.live = 0, (None, 0)
         self.scanners = {s: MarkerScanner(self.progress_patterns, self.fatal_patterns) for s in (STDOUT, STDERR)}
         self.skipped_noted = 0
         self.save_cursor()
 
     def follow_new(self, run_id: str) -> None:
         """A new run: follow only what is written from now on."""
+        history = index_size(self.job.index_file)  # gaps recorded so far are another run's
         gen, offset = log_position(self.job.log_file, self.job.index_file)
         self.run_log_start = (gen, offset)
-        self.follow_from(run_id, gen, offset)
+        self.follow_from(run_id, gen, offset, history)
 
     def follow_recorded(self, run_id: str) -> None:
         """A takeover: read on from where the previous supervisor got to (nothing repeated, nothing skipped)."""
@@ -189,27 +207,55 @@ class Observer:
         self.repeat.feed(data, at)
         self.repeat.last_new_at = at
 
-    def pump(self, obs: Observations, budget: int = PUMP_BUDGET, now: float = 0.0) -> None:
+    def pump(self, obs: Observations, budget: int = PUMP_BUDGET, now: float = 0.0, final: bool = False) -> None:
+        """New output, up to about `budget` bytes: passed through and scanned (and, with --repeat-timeout, fed
+        to the repetition window at `now`). `final`: the attempt's processes are gone, so a gap whose bytes
+        have not come over the channel by now never will be filled."""
+        self._now = now
         got = 0
         pt = self.passthrough
+        channel = self.channel()
         while got < budget:
+            frame = channel.peek() if channel is not None else None
+            here = self.follower.here
+            if frame is not None and frame.position <= here:
+                channel.pop()
+                got += len(frame.data)
+                self._take_frame(frame, here, obs)
+                continue
+            if self.awaiting:
+                if channel is not None and not channel.closed and not final:
+                    break  # they are on their way (the channel's descriptor wakes the loop)
+                self._unfilled(self.awaiting, here)
+                self.awaiting = 0
             before = self.follower.position
-            pieces = self.follower.read()
+            pieces = self.follower.read(stop_at=frame.position if frame is not None else None)
             if not pieces:
                 break
-            if pt.feeding() and not pt.has_room(sum(len(data) for _, data in pieces)):
+            if pt.feeding() and not pt.has_room(sum(len(data) for stream, data in pieces if stream != GAP)):
                 pt.start_lag(before)  # its reader is slow: passthrough reads these bytes back from the log
             feeding = pt.feeding()
             for stream, data in pieces:
+                if stream == GAP:
+                    self._gap(data)
+                    continue
                 got += len(data)
                 if feeding:
                     pt.write(stream, data)
                 self._markers(self.scanners[stream].feed(data), obs)
-                if self.repeat is not None:
-                    lines = self.repeat.lines
-                    self._repeats(self.repeat.feed(data, now), lines, obs)
+                self._feed_repeat(data, obs)
+        if final and channel is not None:
+            while (frame := channel.pop()) is not None:  # the log has nothing more: they come at its end
+                got += len(frame.data)
+                self._take_frame(frame, self.follower.here, obs)
+            self._channel_news(channel)
+        if final and getattr(self.attempt(), "unsent", 0):
+            # the keeper's record: refused output that reached no supervisor (none was there, or it was stopped)
+            self._unfilled(self.attempt().unsent, self.follower.here)
         pt.catch_up(self.follower.position)
         self.more_output = got >= budget
+        if channel is not None:
+            self._channel_news(channel)
         if self.follower.skipped_generations != self.skipped_noted:
             lost = self.follower.skipped_generations - self.skipped_noted
             self.skipped_noted = self.follower.skipped_generations
@@ -224,6 +270,71 @@ class Observer:
             obs.line = True
             obs.new_line = obs.new_line or new
 
+    def _feed_repeat(self, data: bytes, obs: Observations) -> None:
+        if self.repeat is not None:
+            lines = self.repeat.lines
+            self._repeats(self.repeat.feed(data, self._now), lines, obs)
+
+    def _take_frame(self, frame, here: tuple[int, int], obs: Observations) -> None:
+        """Output the disk refused, in its place: passed through and scanned like the log's."""
+        pt = self.passthrough
+        if frame.position == here:
+            if self.awaiting:
+                self.awaiting = max(0, self.awaiting - len(frame.data))
+            else:
+                at, n = self.live
+                self.live = (here, (n if at == here else 0) + len(frame.data))
+        if pt.feeding() and not pt.has_room(len(frame.data)):
+            pt.start_lag(self.follower.position)
+        if pt.feeding():
+            pt.write(frame.stream, frame.data)
+        else:
+            pt.spilled(here, frame.stream, frame.data)  # a lagging passthrough puts it in at its place
+        scanner = self.scanners.get(frame.stream)
+        if scanner is not None:
+            self._markers(scanner.feed(frame.data), obs)
+        self._feed_repeat(frame.data, obs)
+
+    def _gap(self, gap) -> None:
+        """The log's record of a gap at the reader's position: what of it came live counts; wait for the rest."""
+        here = self.follower.here
+        at, n = self.live
+        taken = n if at == here else 0
+        need = max(0, gap.size - gap.unsent)
+        used = min(need, taken)
+        self.live = (here, taken - used)
+        self.awaiting = need - used
+        if gap.unsent:
+            self._unfilled(gap.unsent, here)
+
+    def _unfilled(self, size: int, here: tuple[int, int]) -> None:
+        if not self.gap_said:
+            self.gap_said = True
+            self.note(f"{size} bytes of output are missing from {self.job.log_file} (generation {here[0]}, "
+                      f"offset {here[1]}) and could not be passed through: the disk refused them and they did "
+                      f"not reach this supervisor")
+
+    def _channel_news(self, channel) -> None:
+        while channel.drops:
+            position, size = channel.drops.pop(0)
+            self._unfilled(size, position)
+        while channel.warnings:
+            path, err = channel.warnings.pop(0)
+            if self.cannot_write is not None:
+                self.cannot_write(path, err)
+
+    def channel(self):
+        """The attempt's channel (channel.ChannelReader), None when there is none (a takeover, a fake)."""
+        return getattr(self.attempt(), "channel", None)
+
+    def keeper_news(self) -> bool:
+        """Whether the keeper sent a new record over its channel (keeper.json was refused) since last asked."""
+        channel = self.channel()
+        if channel is None or channel.records == self.records_seen:
+            return False
+        self.records_seen = channel.records
+        return True
+
     def _markers(self, found, obs: Observations) -> None:
         for kind, value in found:
             if kind == "fatal":
@@ -233,7 +344,7 @@ class Observer:
 
     def drain(self, obs: Observations, now: float = 0.0) -> None:
         """Everything the attempt wrote, to its very end (its processes are gone): scan and pass it all."""
-        self.pump(obs, UNBOUNDED, now)
+        self.pump(obs, UNBOUNDED, now, final=True)
         for scanner in self.scanners.values():
             self._markers(scanner.flush(), obs)
         value = self.last_retry_after()
@@ -303,7 +414,8 @@ class Observer:
             obs.answer = {**answer, "at": at - offset_s if at is not None else None}
 
     def keeper_changed(self, changed: set | None) -> bool:
-        return changed is None or (str(self.job.path), self.job.keeper_file.name) in changed
+        return (changed is None or (str(self.job.path), self.job.keeper_file.name) in changed
+                or self.keeper_news())
 
     def close(self) -> None:
         if self.follower is not None:

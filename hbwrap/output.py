@@ -1,4 +1,4 @@
-"""The job's output log: the keeper's writer, the supervisor's follower, and passthrough to hbwrap's stdout/stderr.
+"""The job's output log: the keeper's writer and the supervisor's follower (passthrough.py passes it on).
 
 Layout: `output.log` holds the command's bytes exactly as produced (stdout and stderr interleaved in
 arrival order), so `tail -f` and `hbwrap logs` read it as it is. `output.idx` says which stream each
@@ -7,17 +7,38 @@ byte belongs to, as text lines written *before* the bytes they describe:
     G <n>        first line: the generation of this log (incremented by every rotation)
     O <offset>   from this byte offset on, the bytes are stdout
     E <offset>   ... stderr
+    L <offset> <bytes> <unsent>
+                 a gap: <bytes> of output belong before the byte at <offset> but are not in the log (the
+                 disk was full); <unsent> of them did not reach the supervisor either (channel.py)
     R <offset>   the log was rotated when it was this long: continue in generation n+1
+
+A full disk (ENOSPC, EDQUOT, EROFS, any failed write) never stops the writer: output the log cannot take
+is handed back to the keeper (which sends it to its supervisor) and counted as the current gap; at the
+next write that the disk takes again, the gap's `L` line goes first. Index lines are written whole or
+not at all (a torn line is cut off again), and readers only act on whole lines, so the index stays
+readable whatever the disk does.
 """
 from __future__ import annotations
 
+import errno
 import os
+import time
 from pathlib import Path
+from typing import NamedTuple
 
 from hbwrap.jobstore import open_job_file
 
 READ_CHUNK = 256 * 1024
 STDOUT, STDERR = "O", "E"
+FALLOC_FL_KEEP_SIZE = 1
+PROBE_SIZE = 4096              # reserved to learn whether the log takes output again
+RETRY_MIN_S, RETRY_MAX_S = 0.25, 30.0  # ... or, where nothing can be reserved, how often a write is tried
+GAP = "L"  # the stream of a Gap piece from LogFollower.read(gaps=True)
+
+
+class Gap(NamedTuple):
+    size: int     # bytes of output missing from the log here
+    unsent: int   # of them, bytes the keeper could not hand to its supervisor either
 
 
 def _open_append(path: Path) -> int:
@@ -28,6 +49,27 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+_fallocate = None
+
+
+def _reserve(fd: int, offset: int, length: int) -> bool | None:
+    """fallocate(KEEP_SIZE): True if the disk reserved these bytes, False if it refused, None if it cannot say."""
+    global _fallocate
+    try:
+        import ctypes
+
+        if _fallocate is None:
+            _fallocate = ctypes.CDLL(None, use_errno=True).fallocate
+            _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+            _fallocate.restype = ctypes.c_int
+        if _fallocate(fd, FALLOC_FL_KEEP_SIZE, offset, length) == 0:
+            return True
+        err = ctypes.get_errno()
+    except (ImportError, OSError, AttributeError):
+        return None
+    return None if err in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL) else False
 
 
 def read_generation(idx_path: Path) -> int | None:
@@ -45,63 +87,212 @@ def read_generation(idx_path: Path) -> int | None:
 
 
 class LogWriter:
-    """The keeper's side: append output, note stream switches first, rotate beyond `max_size`."""
+    """The keeper's side: append output, note stream switches and gaps first, rotate beyond `max_size`.
+
+    `write` never raises for a failing disk: it returns how many bytes at the end of the data the log
+    could not take (they belong at `position`, in the current gap). `error` is the failure of the current
+    episode (None once the log takes output again); `failure` hands each new episode's error out once.
+    """
 
     # while the reader lags, rotation (which deletes the older log) waits, until the log is this big
     LAG_FACTOR, LAG_EXTRA = 4, 16 * 1024 * 1024
 
-    def __init__(self, log_path: Path, idx_path: Path, max_size: int, may_rotate=None):
+    def __init__(self, log_path: Path, idx_path: Path, max_size: int, may_rotate=None, clock=time.monotonic):
         self.log_path, self.idx_path, self.max_size = log_path, idx_path, max_size
+        self.clock = clock
         self.may_rotate = may_rotate  # callable(generation) -> bool: has the reader moved on far enough?
         self.generation = read_generation(idx_path)
-        self._open()
-
-    def _open(self) -> None:
-        self.idx_fd = _open_append(self.idx_path)
-        if self.generation is None or os.fstat(self.idx_fd).st_size == 0:
-            self.generation = self.generation or 0
-            _write_all(self.idx_fd, b"G %d\n" % self.generation)
-        try:
-            self.log_fd = _open_append(self.log_path)
-        except BaseException:
-            os.close(self.idx_fd)
-            raise
-        self.size = os.fstat(self.log_fd).st_size
+        self.idx_fd: int | None = None
+        self.log_fd: int | None = None
+        self.idx_size = 0          # the index up to its last whole line
+        self.torn = False          # a line was written in part: cut the index back to idx_size first
+        self.size = 0
         self.stream: str | None = None
+        self.gap = 0               # bytes of the current gap (at `position`), its L line not yet written
+        self.gap_unsent = 0
+        self.missing = 0           # bytes of output not in the log, all gaps together
+        self.rotating = 0          # steps of an interrupted rotation still to do (see _rotation_steps)
+        self.error: OSError | None = None
+        self.failure: OSError | None = None
+        self.retry_s = RETRY_MIN_S
+        self.retry_at = 0.0
+        if not self._reopen():
+            try:
+                self.size = os.lstat(log_path).st_size
+            except OSError:
+                self.size = 0
+        if self.generation is None:
+            self.generation = 0
 
-    def write(self, stream: str, data: bytes) -> None:
+    @property
+    def position(self) -> tuple[int, int]:
+        """(generation, offset) the next byte of output belongs at: the place of the current gap."""
+        return self.generation, self.size
+
+    # --- files ---------------------------------------------------------------------------------------
+    def _failed(self, exc: OSError) -> None:
+        if self.error is None:
+            self.error = self.failure = exc
+
+    def _reopen(self) -> bool:
+        """Open what is not open yet, and start a new index with its G line; False if the disk refused."""
+        try:
+            if self.idx_fd is None:
+                self.idx_fd = _open_append(self.idx_path)
+                self.idx_size = os.fstat(self.idx_fd).st_size
+                if self.idx_size:
+                    self._cut_torn_tail()
+            if self.log_fd is None:
+                self.log_fd = _open_append(self.log_path)
+                self.size = os.fstat(self.log_fd).st_size
+        except OSError as exc:
+            self._failed(exc)
+            return False
+        if self.idx_size == 0:
+            if self.generation is None:
+                self.generation = 0
+            if not self._line(b"G %d\n" % self.generation):
+                return False
+        return True
+
+    def _cut_torn_tail(self) -> None:
+        """An index left with half a line at its end (a keeper killed mid-write): continue after its last whole line."""
+        tail = os.pread(self.idx_fd, min(self.idx_size, 4096), max(0, self.idx_size - 4096))
+        if tail.endswith(b"\n"):
+            return
+        cut = tail.rfind(b"\n")
+        self.idx_size -= len(tail) - (cut + 1)
+        self.torn = True
+
+    def _line(self, line: bytes) -> bool:
+        """Append one index line, whole or not at all; False if the disk refused it."""
+        if self.torn:
+            try:
+                os.ftruncate(self.idx_fd, self.idx_size)
+            except OSError as exc:
+                self._failed(exc)
+                return False
+            self.torn = False
+        view, done = memoryview(line), 0
+        try:
+            while done < len(line):
+                done += os.write(self.idx_fd, view[done:])
+        except OSError as exc:
+            self._failed(exc)
+            if done:
+                self.torn = True  # readers ignore it meanwhile: they read whole lines only
+            return False
+        self.idx_size += done
+        return True
+
+    def _room(self) -> bool:
+        """In a gap: whether the log takes output again, learnt without writing any (a gap line written only to
+        start the next gap at once would fill the index with them): space reserved beyond the log's end, or
+        where the file system cannot reserve, a write tried at most every `retry_s` (doubling to RETRY_MAX_S)."""
+        # (a file size limit, EFBIG, does not stop a reservation: only a write can tell)
+        if self.log_fd is not None and not (self.error is not None and self.error.errno == errno.EFBIG):
+            reserved = _reserve(self.log_fd, self.size, PROBE_SIZE)
+            if reserved is not None:
+                return reserved
+        now = self.clock()
+        if now < self.retry_at:
+            return False
+        self.retry_at, self.retry_s = now + self.retry_s, min(RETRY_MAX_S, self.retry_s * 2)
+        return True
+
+    def settle(self) -> bool:
+        """Whether the log takes output again: files open, rotation done, the last gap recorded."""
+        if self.gap and not self._room():
+            return False
+        if self.rotating and not self._rotate_on():
+            return False
+        if (self.idx_fd is None or self.log_fd is None or self.idx_size == 0) and not self._reopen():
+            return False
+        if self.gap:
+            if not self._line(b"L %d %d %d\n" % (self.size, self.gap, self.gap_unsent)):
+                return False
+            self.gap = self.gap_unsent = 0
+            self.stream = None  # the next output names its stream again
+        self.error = None
+        self.retry_s = RETRY_MIN_S
+        return True
+
+    # --- output --------------------------------------------------------------------------------------
+    def write(self, stream: str, data: bytes) -> int:
+        """Append `data`; the number of bytes at its end the log could not take (0 when it took them all)."""
+        if not self.settle():
+            return self._lose(len(data))
         if self.size and self.size + len(data) > self.max_size and (
                 self.may_rotate is None or self.size >= self.max_size * self.LAG_FACTOR + self.LAG_EXTRA
                 or self.may_rotate(self.generation)):
             self.rotate()
+            if not self.settle():
+                return self._lose(len(data))
         if stream != self.stream:
-            _write_all(self.idx_fd, b"%s %d\n" % (stream.encode(), self.size))
+            if not self._line(b"%s %d\n" % (stream.encode(), self.size)):
+                return self._lose(len(data))
             self.stream = stream
-        _write_all(self.log_fd, data)
-        self.size += len(data)
+        view, done = memoryview(data), 0
+        try:
+            while done < len(data):
+                done += os.write(self.log_fd, view[done:])
+        except OSError as exc:
+            self._failed(exc)
+        self.size += done
+        return self._lose(len(data) - done)
 
+    def _lose(self, n: int) -> int:
+        self.gap += n
+        self.missing += n
+        return n
+
+    def unsent(self, n: int) -> None:
+        """`n` bytes of the current gap could not be handed to the supervisor either."""
+        self.gap_unsent += n
+
+    # --- rotation ------------------------------------------------------------------------------------
     def rotate(self) -> None:
-        _write_all(self.idx_fd, b"R %d\n" % self.size)
-        self.close()
+        if not self._line(b"R %d\n" % self.size):
+            return  # not now: the next write tries again
+        self._close_files()
+        self.generation += 1
+        self.size, self.idx_size, self.stream = 0, 0, None
+        self.rotating = 1
+        self._rotate_on()
+
+    def _rotate_on(self) -> bool:
+        """The rest of a rotation (its R line is written), from the step an earlier try stopped at."""
         # Order matters to a reader: both old files go first (renaming over an existing file would also make
         # ext4 flush the data first: slow), so that any index/log pair a reader finds at one pair of paths is
         # always of one generation.
-        for path in (self.idx_path, self.log_path):
+        steps = [(os.unlink, p.with_name(p.name + ".1"), None) for p in (self.idx_path, self.log_path)]
+        steps += [(os.replace, p, p.with_name(p.name + ".1")) for p in (self.idx_path, self.log_path)]
+        while self.rotating <= len(steps):
+            op, path, target = steps[self.rotating - 1]
             try:
-                os.unlink(path.with_name(path.name + ".1"))
+                op(path) if target is None else op(path, target)
             except FileNotFoundError:
                 pass
-        for path in (self.idx_path, self.log_path):
-            os.replace(path, path.with_name(path.name + ".1"))
-        self.generation += 1
-        self._open()
+            except OSError as exc:
+                self._failed(exc)
+                return False
+            self.rotating += 1
+        self.rotating = 0
+        return self._reopen()
+
+    def _close_files(self) -> None:
+        for fd in (self.log_fd, self.idx_fd):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.log_fd = self.idx_fd = None
 
     def close(self) -> None:
-        for fd in (self.log_fd, self.idx_fd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        """Record the last gap if the disk takes it now (else `gap` says what the index misses), and close."""
+        self.settle()
+        self._close_files()
 
 
 def log_position(log_path: Path, idx_path: Path) -> tuple[int, int]:
@@ -117,15 +308,32 @@ def log_position(log_path: Path, idx_path: Path) -> tuple[int, int]:
     return (gen if gen is not None else 0), size
 
 
-class LogFollower:
-    """The supervisor's side: read new bytes of the log with their stream, across rotations."""
+def index_size(idx_path: Path) -> int:
+    """How long the index is now: gaps recorded up to here are history to a follower starting now."""
+    try:
+        return os.lstat(idx_path).st_size
+    except OSError:
+        return 0
 
-    def __init__(self, log_path: Path, idx_path: Path, generation: int, offset: int):
+
+class LogFollower:
+    """The supervisor's side: read new bytes of the log with their stream, across rotations.
+
+    With `gaps`, a gap in the log (an `L` line) comes out of `read` as a (GAP, Gap) piece at its place,
+    and `read` stops there, so that the caller can put in what belongs there before reading on; the
+    gaps recorded in the first `history` bytes of the index of generation `generation` are not reported
+    (they were there before this reader started: another run's).
+    """
+
+    def __init__(self, log_path: Path, idx_path: Path, generation: int, offset: int, gaps: bool = False,
+                 history: int = 0):
         self.log_path, self.idx_path = log_path, idx_path
         self.generation, self.offset = generation, offset
         self.log_fd: int | None = None
         self.idx_fd: int | None = None
-        self._idx_buf = b""
+        self.gaps = gaps
+        self._history = (generation, history)
+        self._gaps: list[tuple[int, Gap]] = []      # (offset, gap) not yet passed
         self._switches: list[tuple[int, str]] = []  # (offset, stream) not yet passed
         self._rotated_at: int | None = None
         self._last_idx_ino: int | None = None
@@ -194,7 +402,7 @@ class LogFollower:
             self.offset = 0
         self.idx_fd, self.log_fd = idx_fd, log_fd
         self._last_idx_ino = os.fstat(idx_fd).st_ino
-        self._idx_buf, self._switches, self._rotated_at = b"", [], None
+        self._switches, self._gaps, self._rotated_at = [], [], None
         self._idx_pos = 0
         self.stream = STDOUT
         return True
@@ -206,31 +414,47 @@ class LogFollower:
         self.log_fd = self.idx_fd = None
 
     def _read_index(self) -> None:
+        """The index's whole lines not read yet; a line still being written is read again next time."""
         while True:
             data = os.pread(self.idx_fd, 65536, self._idx_pos)
-            if not data:
-                break
-            self._idx_pos += len(data)
-            self._idx_buf += data
-        lines = self._idx_buf.split(b"\n")
-        self._idx_buf = lines.pop()
-        for line in lines:
-            kind, _, num = line.partition(b" ")
-            try:
-                offset = int(num)
-            except ValueError:
-                continue
-            if kind == b"R":
-                self._rotated_at = offset
-            elif kind in (b"O", b"E"):
-                self._switches.append((offset, kind.decode()))
+            end = data.rfind(b"\n")
+            if end < 0:
+                return
+            pos = self._idx_pos
+            for line in data[:end + 1].splitlines(keepends=True):
+                pos += len(line)
+                self._index_line(line[:-1], pos)
+            self._idx_pos += end + 1
+
+    def _index_line(self, line: bytes, line_end: int) -> None:
+        kind, _, rest = line.partition(b" ")
+        try:
+            nums = [int(n) for n in rest.split()]
+        except ValueError:
+            return
+        if not nums:
+            return
+        if kind == b"R":
+            self._rotated_at = nums[0]
+        elif kind in (b"O", b"E"):
+            self._switches.append((nums[0], kind.decode()))
+        elif kind == b"L" and self.gaps and len(nums) >= 2:
+            if self.generation == self._history[0] and line_end <= self._history[1]:
+                return  # recorded before this reader started
+            self._gaps.append((nums[0], Gap(nums[1], nums[2] if len(nums) > 2 else 0)))
+
+    def _next_gap(self) -> tuple[int, Gap] | None:
+        while self._gaps and self._gaps[0][0] < self.offset:
+            self._gaps.pop(0)  # behind where this reader started
+        return self._gaps[0] if self._gaps else None
 
     def read(self, limit: int = READ_CHUNK, stop_at: tuple[int, int] | None = None) -> list[tuple[str, bytes]]:
         """Up to about `limit` new bytes as (stream, data) pieces; [] when nothing new is there yet.
 
-        With `stop_at` (another reader's `position`), nothing at or beyond that position is read.
+        With `stop_at` (another reader's `position`), nothing at or beyond that position is read. With
+        `gaps`, a (GAP, Gap) piece ends the list where the log has a gap.
         """
-        pieces: list[tuple[str, bytes]] = []
+        pieces: list = []
         budget = limit
         while budget > 0:
             want = budget
@@ -242,7 +466,10 @@ class LogFollower:
             if self.log_fd is None and not self._try_open():
                 break
             data = os.pread(self.log_fd, want, self.offset)
-            self._read_index()  # after the data: every switch before its end is already written
+            self._read_index()  # after the data: every switch and gap before its end is already written
+            gap = self._next_gap() if self.gaps else None
+            if gap is not None and gap[0] < self.offset + len(data):
+                data = data[:gap[0] - self.offset]
             if data:
                 start, end = self.offset, self.offset + len(data)
                 pos = start
@@ -254,6 +481,11 @@ class LogFollower:
                     pos = stop
                 self.offset = end
                 budget -= len(data)
+            if gap is not None and gap[0] == self.offset:
+                self._gaps.pop(0)
+                pieces.append((GAP, gap[1]))
+                break
+            if data:
                 continue
             if self._rotated_at is not None and self.offset >= self._rotated_at:
                 self._finished = (self.generation, self.offset)
@@ -263,6 +495,11 @@ class LogFollower:
                 continue
             break
         return pieces
+
+    @property
+    def here(self) -> tuple[int, int]:
+        """(generation, offset) of the next byte this reader reads (after a rotation: the next generation's 0)."""
+        return self.generation, self.offset
 
     def caught_up(self, position: tuple[int, int]) -> bool:
         """Whether this reader has read everything before `position` (another reader's `position`)."""

@@ -9,7 +9,9 @@ not take yet waits in a bounded queue per stream; the supervisor polls for POLLO
 empty. Beyond the bound, passthrough stops taking the bytes in memory and lags: it reads them back from
 the job's log with a follower of its own (the log has every byte; rotation waits for it), until it has
 caught up with the supervisor's scan, and says once that its reader is slow. Nothing is lost unless the
-reader falls more than the rotation's bound behind (then it says what it left out).
+reader falls more than the rotation's bound behind (then it says what it left out). Output that is not
+in the log (the disk refused it; it came over the keeper's channel) is held in memory meanwhile, up to
+HELD_CAP, and put in when the lagging reader reaches its place; beyond that it is left out, and said once.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import time
 from hbwrap.output import READ_CHUNK, STDERR, STDOUT, LogFollower
 
 BACKLOG_CAP = 4 * 1024 * 1024  # bytes held in memory for both streams; beyond it, read back from the log
+HELD_CAP = 16 * 1024 * 1024    # lagging: bytes held that are not in the log (a full disk), as much as a keeper holds
 REFILL_BELOW = 256 * 1024      # lagging: read the next piece of the log once the queues are this short
 LAG_NOTE_S = 1.0               # a reader this long without taking what waits for it is said to be slow (once)
 WRITE_MAX = 1 << 20
@@ -95,6 +98,9 @@ class Passthrough:
         self.lag_said = False
         self.blocked_since: float | None = None  # stdout has had bytes waiting since then
         self.skipped_noted = 0
+        self.held: collections.deque = collections.deque()  # (log position, stream, bytes) not in the log
+        self.held_size = 0
+        self.held_lost_said = False
         self.kept: list[tuple[str, bytes]] = []
         self.kept_size = 0
         self.dropped = 0
@@ -133,8 +139,13 @@ class Passthrough:
         lag = self.lag
         if lag is None:
             return
-        while sum(self.queued.values()) < REFILL_BELOW and not lag.caught_up(scan_position):
-            pieces = lag.read(READ_CHUNK, stop_at=scan_position)
+        while sum(self.queued.values()) < REFILL_BELOW and (self.held or not lag.caught_up(scan_position)):
+            if self.held and lag.caught_up(self.held[0][0]):
+                _, stream, data = self.held.popleft()
+                self.held_size -= len(data)
+                self.write(stream, data)
+                continue
+            pieces = lag.read(READ_CHUNK, stop_at=min(scan_position, self.held[0][0]) if self.held else scan_position)
             if not pieces:
                 break
             for stream, data in pieces:
@@ -144,9 +155,22 @@ class Passthrough:
                       f"{lag.skipped_generations - self.skipped_noted} rotated log(s) of output were gone before "
                       f"they could be passed on (raise --log-max-size)")
             self.skipped_noted = lag.skipped_generations
-        if lag.caught_up(scan_position) or self.broken == {STDOUT, STDERR}:
+        if (lag.caught_up(scan_position) and not self.held) or self.broken == {STDOUT, STDERR}:
             lag.close()
             self.lag = None
+            self.held.clear()
+            self.held_size = 0
+
+    def spilled(self, position: tuple[int, int], stream: str, data: bytes) -> None:
+        """Lagging: output that is not in the log (the disk refused it), to put in at log `position`."""
+        if self.held_size + len(data) > HELD_CAP:
+            if not self.held_lost_said and self.note is not None:
+                self.held_lost_said = True
+                self.note("the disk is full and the reader of hbwrap's output is slow: passthrough leaves out "
+                          "output that it can neither hold in memory nor read back from the log")
+            return
+        self.held.append((position, stream, data))
+        self.held_size += len(data)
 
     def held_generation(self) -> int | None:
         """The oldest log generation a lagging passthrough still needs (rotation must keep it)."""

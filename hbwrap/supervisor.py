@@ -158,7 +158,8 @@ class Supervisor:
                                  [compile_pattern(p, "--fatal-pattern") for p in opts.fatal_patterns],
                                  checkpoint, heartbeat, self.passthrough, self.say,
                                  [compile_pattern(p, "--retry-after-pattern") for p in opts.retry_after_patterns],
-                                 repeat=bool(opts.repeat_timeout_s))
+                                 repeat=bool(opts.repeat_timeout_s), attempt=lambda: self.attempt.handle,
+                                 cannot_write=lambda path, err: self.journal.cannot_write(path, err))
         self.incidents = Incidents(self.job, opts)
         if self.journal is None:
             self.journal = Journal(self.job, self.clock, opts, self.passthrough)

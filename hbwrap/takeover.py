@@ -240,7 +240,7 @@ def stop_job(state_dir: StateDir, name: str, timeout_s: float | None) -> int:
     wait_s = timeout_s if timeout_s is not None else opts.grace_s + 15.0
     end = time.monotonic() + wait_s
     pid, start = rec.supervisor_pid, rec.supervisor_start
-    if procs.is_supervisor(pid, start) and not lease.lease_expired(doc, time.time(), opts.lease_s):
+    if procs.is_supervisor(pid, start) and not lease.lease_expired(doc, time.time(), opts.lease_s, job):
         procs.kill_quietly(pid, signal.SIGTERM)
         while procs.is_same_process(pid, start) and time.monotonic() < end:
             time.sleep(0.02)

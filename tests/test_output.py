@@ -202,3 +202,112 @@ def test_writer_and_follower_never_go_through_a_symlink(tmp_path, planted):
     with pytest.raises(StateError, match="symbolic link"):
         tail_bytes(tmp_path / planted, None)
     assert victim.read_bytes() == b"G 0\nsecret\n"
+
+
+# --- a disk that refuses writes (a file size limit: EFBIG, in a child process) ----------------------
+
+REFUSING = r'''
+import json, os, resource, sys
+from pathlib import Path
+from hbwrap.output import STDERR, STDOUT, LogWriter
+
+log, idx = Path(sys.argv[1]), Path(sys.argv[2])
+now = [0.0]
+w = LogWriter(log, idx, 1 << 30, clock=lambda: now[0])
+steps = []
+
+def write(stream, data):
+    lost = w.write(stream, data)
+    steps.append([stream, data.decode(), lost, list(w.position)])
+
+def limit(size):
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
+
+for step in json.loads(sys.argv[3]):
+    if step[0] == "limit":
+        limit(step[1])
+    elif step[0] == "unlimit":
+        limit(resource.RLIM_INFINITY)
+    elif step[0] == "later":
+        now[0] += 100.0
+    else:
+        write(step[0], step[1].encode())
+w.close()
+print(json.dumps({"steps": steps, "missing": w.missing, "gap": w.gap}))
+'''
+
+
+def run_refusing(tmp_path, steps, prefill_idx: bytes | None = None):
+    import json
+    import subprocess
+    import sys
+
+    log, idx = paths(tmp_path)
+    if prefill_idx is not None:
+        idx.write_bytes(prefill_idx)
+        idx.chmod(0o600)
+    r = subprocess.run([sys.executable, "-c", REFUSING, str(log), str(idx), json.dumps(steps)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout), log, idx
+
+
+def follow_all(log, idx):
+    from hbwrap.output import GAP
+
+    f = LogFollower(log, idx, 0, 0, gaps=True)
+    pieces = []
+    while True:
+        got = f.read()
+        if not got:
+            return pieces
+        pieces += [(s, d) if s != GAP else (GAP, d.size) for s, d in got]
+
+
+def test_output_the_disk_refuses_is_handed_back_and_its_gap_recorded_in_place(tmp_path):
+    # (with EFBIG the writer learns that space is back only by trying, every RETRY_MIN_S at first: the
+    # write right after the limit went is still refused)
+    out, log, idx = run_refusing(tmp_path, [
+        ["O", "a" * 100], ["limit", 150], ["O", "b" * 100], ["E", "c" * 30], ["O", "d" * 20],
+        ["unlimit"], ["O", "e" * 40], ["later"], ["E", "f" * 10]])
+    assert [step[2] for step in out["steps"]] == [0, 50, 30, 20, 40, 0], out
+    assert {tuple(step[3]) for step in out["steps"][1:5]} == {(0, 150)}  # the gap's place: where the log stops
+    assert out["missing"] == 140 and out["gap"] == 0
+    assert log.read_bytes() == b"a" * 100 + b"b" * 50 + b"f" * 10
+    # the follower: the bytes in the log, and at offset 150 gaps adding up to what was handed back
+    got = follow_all(log, idx)
+    assert merge([(s, d) for s, d in got if s != "L"]) == [(STDOUT, b"a" * 100 + b"b" * 50), (STDERR, b"f" * 10)]
+    first_gap = next(i for i, (s, _) in enumerate(got) if s == "L")
+    assert sum(len(d) for _, d in got[:first_gap]) == 150
+    assert all(s == "L" for s, _ in got[first_gap:-1]) and sum(d for s, d in got if s == "L") == 140
+
+
+def test_the_writer_tries_again_without_filling_the_index(tmp_path):
+    # while the disk refuses the log, output goes on being refused without a gap line per write
+    steps = [["O", "a" * 10], ["limit", 10]] + [["O", "x" * 5]] * 200 + [["unlimit"], ["later"], ["O", "z"]]
+    out, log, idx = run_refusing(tmp_path, steps)
+    assert out["missing"] == 1000 and log.read_bytes() == b"a" * 10 + b"z"
+    gap_lines = [line for line in idx.read_bytes().splitlines() if line.startswith(b"L ")]
+    assert 1 <= len(gap_lines) <= 3, idx.read_bytes()
+    assert sum(int(line.split()[2]) for line in gap_lines) == 1000
+
+
+def test_an_index_line_the_disk_takes_only_in_part_is_cut_off_again(tmp_path):
+    # the index is 2 bytes short of the limit: the next stream switch line is torn, then removed, so that
+    # no reader ever finds it glued to the next line
+    prefill = b"G 0\n" + b"O 0\n" * 20
+    out, log, idx = run_refusing(tmp_path, [["limit", len(prefill) + 2], ["E", "refused"], ["unlimit"], ["later"],
+                                            ["E", "taken"]], prefill_idx=prefill)
+    assert [step[2] for step in out["steps"]] == [7, 0]
+    text = idx.read_bytes()
+    assert text.startswith(prefill) and text.endswith(b"\n")
+    assert text[len(prefill):].splitlines() == [b"L 0 7 0", b"E 0"], text
+    assert follow_all(log, idx) == [("L", 7), (STDERR, b"taken")]
+
+
+def test_a_follower_without_gaps_reads_over_them_and_history_is_not_reported(tmp_path):
+    out, log, idx = run_refusing(tmp_path, [["O", "a" * 10], ["limit", 10], ["O", "lost"], ["unlimit"], ["later"],
+                                            ["O", "b"]])
+    assert merge(LogFollower(log, idx, 0, 0).read()) == [(STDOUT, b"a" * 10 + b"b")]
+    later = LogFollower(log, idx, 0, 10, gaps=True, history=idx.stat().st_size)
+    assert merge(later.read()) == [(STDOUT, b"b")]  # the gap at 10 was recorded before this reader started

@@ -648,6 +648,45 @@ def test_pty_mode(hb):
     assert cols != "none" and int(cols.split("x")[0]) >= 200, cols
 
 
+def _run_many(hb, runs, at_once=8):
+    """hbwrap runs [(name, args)], `at_once` of them running at any time: {name: Result}."""
+    results, running, todo = {}, [], list(runs)
+    while todo or running:
+        while todo and len(running) < at_once:
+            name, args = todo.pop(0)
+            running.append((name, hb.start(*args)))
+        name, proc = running.pop(0)
+        results[name] = hb.finish(proc, timeout=60)
+    return results
+
+
+def test_pty_stays_open_while_a_command_that_closed_its_output_runs(hb):
+    # the pty's last slave descriptor goes while the command still runs: closing the master then would hang
+    # up its terminal (SIGHUP, exit 129), as it did for these in most runs (issue 12)
+    closer = "import os,time; os.write(1,b'bye\\n'); os.close(1); os.close(2); time.sleep(0.3)"
+    runs = [(f"close{i}", ("run", "--name", f"close{i}", "--pty", "--", "python3", "-c", closer, hb.tag))
+            for i in range(50)]
+    runs += [(f"grep{i}", ("run", "--name", f"grep{i}", "--pty", "--", "grep", "-c", "Sig", "/proc/self/status"))
+             for i in range(30)]
+    results = _run_many(hb, runs)
+    bad = {name: r for name, r in results.items() if r.returncode != 0}
+    assert not bad, bad
+    for i in range(50):
+        r = results[f"close{i}"]
+        assert b"bye" in r.stdout and b"bye" in hb.log_bytes(f"close{i}"), r
+    assert all(results[f"grep{i}"].out.strip().isdigit() for i in range(30)), results["grep0"]
+
+
+def test_pty_output_written_to_dev_tty_after_closing_stdout_is_kept(hb):
+    # the terminal is still the command's: what it writes there after closing stdout and stderr is output too
+    script = ("import os,time; os.write(1,b'bye\\n'); os.close(1); os.close(2); time.sleep(0.2); "
+              "fd = os.open('/dev/tty', os.O_WRONLY); os.write(fd, b'on the tty\\n'); time.sleep(0.2)")
+    r = hb.run("run", "--name", "devtty", "--pty", "--response-timeout", "20s", "--", "python3", "-c", script,
+               hb.tag)
+    assert r.returncode == 0, r
+    assert b"on the tty" in r.stdout and b"on the tty" in hb.log_bytes("devtty"), r
+
+
 def test_without_pty_stdout_is_not_a_terminal(hb):
     tty = hb.path("tty")
     r = hb.run("run", "--name", "nopty", "--", *hb.agent("isatty:" + tty))
