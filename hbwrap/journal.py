@@ -50,6 +50,9 @@ class Journal:
         self.messages: list[str] = []
         self.alerter = None
         self.alert_warnings: collections.deque[str] = collections.deque()  # appended by delivery threads
+        # events the delivery threads report (alert_failed, alert_output): the loop writes them, as only one
+        # thread may append to events.jsonl and its backlog
+        self.alert_events: collections.deque[tuple[Event, dict]] = collections.deque()
         self.closing_since: float | None = None
         self.state_write_failed = False
         self.my_start: int | None = None
@@ -160,15 +163,17 @@ class Journal:
         self.alerter = Alerter(job=opts.name, alert_cmd=opts.alert_cmd, webhooks=list(opts.alert_webhooks),
                                webhook_format=opts.webhook_format,
                                alert_on=frozenset(opts.alert_on) if opts.alert_on is not None else None,
-                               ping_url=opts.ping_url, record=lambda fields: self.emit(Event.ALERT_FAILED, **fields),
+                               ping_url=opts.ping_url,
+                               record=lambda fields: self.alert_events.append((Event.ALERT_FAILED, fields)),
                                delivered=self._alert_delivered, output_tail=output_tail,
                                warn=self.alert_warnings.append)  # printed by the loop
 
     def _alert_delivered(self, fields: dict) -> None:
         """A delivery went through: keep what a successful alert command printed (bounded, masked) in the events."""
         if fields.get("channel") == "alert-cmd" and fields.get("output"):
-            self.emit(Event.ALERT_OUTPUT, channel=fields["channel"], alert_event=fields.get("alert_event"),
-                      output=fields["output"])
+            self.alert_events.append((Event.ALERT_OUTPUT, {"channel": fields["channel"],
+                                                           "alert_event": fields.get("alert_event"),
+                                                           "output": fields["output"]}))
 
     def alert_fd(self) -> int | None:
         fd = self.alerter.fileno() if self.alerter is not None else -1
@@ -177,8 +182,12 @@ class Journal:
     def alerts_woke(self) -> None:
         self.alerter.drain_wakeups()
 
-    def print_warnings(self) -> None:
-        """Alert failures the delivery threads reported: one line each, also under --quiet (SPEC §9)."""
+    def alert_news(self) -> None:
+        """What the delivery threads reported, in the loop's thread: their events into the event log, and
+        alert failures one line each on stderr, also under --quiet (SPEC §9)."""
+        while self.alert_events:
+            event, fields = self.alert_events.popleft()
+            self.emit(event, **fields)
         while self.alert_warnings:
             self.passthrough.message(f"hbwrap: {self.alert_warnings.popleft()}\n")
 
@@ -192,7 +201,7 @@ class Journal:
         if self.alerter.in_flight() and now < self.closing_since + ALERT_CLOSE_WAIT_S:
             return False
         self.alerter.abandon(now - self.closing_since)
-        self.print_warnings()
+        self.alert_news()
         self.alerter = None
         return True
 
@@ -203,7 +212,7 @@ class Journal:
         """The loop did not get to close the alerts (an error): give them their time here."""
         if self.alerter is not None:
             self.alerter.close(ALERT_CLOSE_WAIT_S)
-            self.print_warnings()
+            self.alert_news()
             self.alerter = None
 
     def own_pids(self) -> set[int]:

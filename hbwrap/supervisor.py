@@ -388,7 +388,7 @@ class Supervisor:
             self.journal.alerts_woke()
         if self.lease is not None and self.lease.fd() in ready:
             obs.lease_results = self.lease.results()
-        self.journal.print_warnings()
+        self.journal.alert_news()
         self.passthrough.ready(ready)
         self.passthrough.catch_up(self.observer.follower.position)
         self.passthrough.check_lag(time.monotonic())

@@ -183,3 +183,53 @@ def test_the_alert_command_gets_the_incident_path(h, tmp_path):
     alerter.notify(ev("escalate", reason="stall"))  # no incident: nothing inherited either
     alerter.close(5)
     assert out.read_text() == "" and h.records == []
+
+
+def test_events_the_delivery_threads_report_are_written_by_the_loop_once_each(tmp_path):
+    """alert_failed and alert_output come from delivery threads: they wait for the loop, which alone appends to
+    events.jsonl (two threads appending through its backlog at once lost or doubled lines, or crashed)."""
+    import threading
+
+    from fakes import FakeClock
+    from hbwrap import policy
+    from hbwrap.jobstore import JobDir
+    from hbwrap.journal import Journal
+    from hbwrap.model import Event, RunRecord
+    from hbwrap.options import build_run_options
+
+    job_dir = tmp_path / "job"
+    job_dir.mkdir(mode=0o700)
+    job = JobDir(job_dir, "job")
+
+    class Passthrough:
+        def message(self, text):
+            pass
+
+    opts = build_run_options(command=["true"], name="job", state_dir=str(tmp_path), alert_cmd="true")
+    journal = Journal(job, FakeClock(), opts, Passthrough())
+    journal.st = policy.RunState(RunRecord(name="job", run_id="r1", attempt=1))
+    journal.start_alerts(lambda n: b"")
+    record, delivered = journal.alerter._record, journal.alerter._delivered
+    try:
+        def report(thread: int, n: int) -> None:
+            for i in range(n):
+                record({"channel": "webhook", "error": f"t{thread}-{i}"})
+                delivered({"channel": "alert-cmd", "alert_event": "stall", "output": f"o{i}"})
+
+        threads = [threading.Thread(target=report, args=(k, 150)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for i in range(300):
+            journal.emit(Event.CHECKPOINT, checkpoint=str(i))
+            journal.alert_news()
+        for t in threads:
+            t.join()
+        journal.alert_news()
+    finally:
+        journal.alerter.close(1.0)
+    lines = job.events_file.read_text().splitlines()
+    events = [json.loads(line) for line in lines]
+    kinds = [e["event"] for e in events]
+    assert kinds.count("alert_failed") == 600 and kinds.count("alert_output") == 600, kinds[:20]
+    assert [e["checkpoint"] for e in events if e["event"] == "checkpoint"] == [str(i) for i in range(300)]
+    assert len({line for line in lines if '"alert_failed"' in line}) == 600, "no line twice"
