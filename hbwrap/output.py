@@ -41,8 +41,9 @@ class Gap(NamedTuple):
     unsent: int   # of them, bytes the keeper could not hand to its supervisor either
 
 
-def _open_append(path: Path) -> int:
-    return open_job_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+def _open_append(path: Path, readable: bool = False) -> int:
+    """For appending; `readable` for the index, whose last line is read back (a torn one is cut off)."""
+    return open_job_file(path, (os.O_RDWR if readable else os.O_WRONLY) | os.O_APPEND | os.O_CREAT)
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:
@@ -138,7 +139,7 @@ class LogWriter:
         """Open what is not open yet, and start a new index with its G line; False if the disk refused."""
         try:
             if self.idx_fd is None:
-                self.idx_fd = _open_append(self.idx_path)
+                self.idx_fd = _open_append(self.idx_path, readable=True)
                 self.idx_size = os.fstat(self.idx_fd).st_size
                 if self.idx_size:
                     self._cut_torn_tail()

@@ -125,7 +125,9 @@ def test_writer_reopened_continues_the_same_generation(tmp_path):
     w.write(STDOUT, b"one\n")
     w.close()
     w2 = LogWriter(log, idx, 1000)
+    assert w2.failure is None and w2.error is None, "reopening an index is no failure (it was EBADF)"
     w2.write(STDERR, b"two\n")
+    assert w2.failure is None
     f = LogFollower(log, idx, 0, 0)
     assert merge(f.read()) == [(STDOUT, b"one\n"), (STDERR, b"two\n")]
 

@@ -944,3 +944,14 @@ def test_huge_single_line_keeps_memory_bounded(hb):
     assert peaks["supervisor"] > 0, "the supervisor's VmHWM was never sampled"
     assert peaks["supervisor"] < 100 * 1024, f"supervisor peak RSS {peaks['supervisor']} KiB"
     assert peaks["keeper"] < 100 * 1024, f"keeper peak RSS {peaks['keeper']} KiB"
+
+
+@pytest.mark.parametrize("pty", [False, True])
+def test_the_next_run_of_a_job_says_nothing_more_and_logs_all(hb, pty):
+    """A second run of a job reopens its log and index: no warning on stderr (cron would mail it every night)."""
+    flags = ["--pty"] if pty else []
+    for word in ("first", "second", "third"):
+        r = hb.run("run", "--name", "again", *flags, "--", "sh", "-c", f"echo {word}", hb.tag)
+        assert r.returncode == 0 and word in r.out and r.err == "", r
+    logs = hb.run("logs", "again")
+    assert [line.strip() for line in logs.out.splitlines()] == ["first", "second", "third"], logs
