@@ -25,12 +25,12 @@ from __future__ import annotations
 import collections
 import errno
 import fcntl
-import json
 import os
 import select
 import struct
 import time
-from typing import NamedTuple
+
+from hbwrap import jsonlite
 
 HEADER = struct.Struct("!cQQcI")  # kind, generation (W: errno), offset, stream, body length
 DATA, DROPPED, RECORD, WARNING = b"D", b"X", b"K", b"W"
@@ -40,12 +40,20 @@ PIPE_SIZE = 1 << 20
 READ_MAX = 1 << 20
 
 
-class Frame(NamedTuple):
+class Frame:
     """Output the log could not take: it belongs at log position `position`, before the byte there."""
 
-    position: tuple[int, int]
-    stream: str
-    data: bytes
+    __slots__ = ("position", "stream", "data")
+
+    def __init__(self, position: tuple[int, int], stream: str, data: bytes):
+        self.position, self.stream, self.data = position, stream, data
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Frame) and (self.position, self.stream, self.data) == (
+            other.position, other.stream, other.data)
+
+    def __repr__(self) -> str:
+        return f"Frame({self.position}, {self.stream!r}, {len(self.data)} bytes)"
 
 
 def _grow(fd: int) -> None:
@@ -108,7 +116,7 @@ class ChannelWriter:
         self._drop = [position, n, self.queue[-1], HEADER.size + len(body)]
 
     def record(self, doc: dict) -> None:
-        self._put(RECORD, 0, 0, b"-", json.dumps(doc, sort_keys=True).encode())
+        self._put(RECORD, 0, 0, b"-", jsonlite.dumps(doc).encode())
         self.flush()
 
     def warning(self, path: str, err: int) -> None:
@@ -253,7 +261,7 @@ class ChannelReader:
                 self._head = Frame((a, b), stream.decode(errors="replace"), body)
             elif kind == RECORD:
                 try:
-                    doc = json.loads(body)
+                    doc = jsonlite.loads(body)
                 except ValueError:
                     continue
                 if isinstance(doc, dict):

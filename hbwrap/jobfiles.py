@@ -26,6 +26,9 @@ def _usage_error(message: str) -> Exception:
     return UsageError(message)
 
 FILE_MODE = 0o600
+# Files of a job dir that the keeper uses too (jobstore.JobDir names them all).
+STATE_FILE, KEEPER_FILE, CURSOR_FILE = "state.json", "keeper.json", "cursor"
+LOG_FILE, INDEX_FILE = "output.log", "output.idx"
 RESERVE_SIZE = 64 * 1024  # disk set aside for a record's last write when the disk is full (make_reserve)
 
 

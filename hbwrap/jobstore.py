@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 
 from hbwrap.errors import StateError, UnknownJob
-from hbwrap.jobfiles import (FILE_MODE, RESERVE_SIZE, file_problem, fix_hint, make_reserve,  # noqa: F401 (re-exported)
-                             open_job_file, read_job_file, reserve_path,
-                             refuse_file, touch_heartbeat, write_atomic, write_checkpoint)
+from hbwrap.jobfiles import (CURSOR_FILE, INDEX_FILE, KEEPER_FILE, LOG_FILE, STATE_FILE, file_problem, fix_hint,
+                             refuse_file, reserve_path)
+from hbwrap.jobfiles import (FILE_MODE, RESERVE_SIZE, make_reserve, open_job_file,  # noqa: F401 (re-exported)
+                             read_job_file, touch_heartbeat, write_atomic, write_checkpoint)
 from hbwrap.model import SCHEMA_VERSION, iso, parse_iso  # noqa: F401  (re-exported for views)
 from hbwrap.options import NAME_RE, check_name
 
@@ -164,16 +165,16 @@ class JobDir:
     def __init__(self, path: Path, name: str):
         self.path = path
         self.name = name
-        self.state_file = path / "state.json"
+        self.state_file = path / STATE_FILE
         self.events_file = path / "events.jsonl"
-        self.keeper_file = path / "keeper.json"
+        self.keeper_file = path / KEEPER_FILE
         self.keeper_spec_file = path / "keeper-spec.json"
         self.keeper_err_file = path / "keeper.err"
         self.lock_file = path / "lock"
-        self.cursor_file = path / "cursor"
+        self.cursor_file = path / CURSOR_FILE
         self.approval_file = path / "approval.json"  # hbwrap approve/deny's answer; the supervisor consumes it
-        self.log_file = path / "output.log"
-        self.index_file = path / "output.idx"
+        self.log_file = path / LOG_FILE
+        self.index_file = path / INDEX_FILE
         self.default_checkpoint = path / "checkpoint"
         self.default_heartbeat = path / "heartbeat"
 

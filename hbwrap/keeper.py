@@ -1,8 +1,8 @@
 """The per-attempt keeper: parent of the command, writer of its output log and exit status, sweeper of its tree,
 and the second layer of supervision: it replaces its supervisor when that dies or hangs (self-heal).
 
-Started by the supervisor as `python -m hbwrap.keeper JOB_DIR HANDSHAKE_FD SPEC_FD [STDOUT_FD STDERR_FD]` in
-a session of its own, so `kill -9` of the supervisor leaves the command, its output capture and its exit
+Started by the supervisor (launcher.KEEPER_BOOT: `python -I -S -c ... hbwrap.keeper PATHS JOB_DIR 3 4 [5 6]`,
+the handshake pipe, the spec's memfd and hbwrap's own stdout and stderr) in a session of its own, so `kill -9` of the supervisor leaves the command, its output capture and its exit
 status intact. It is a child subreaper: whatever escapes the command's process group (setsid, double
 fork) is reparented here and is stopped with the rest. SIGTERM asks it to stop the attempt: kill signal to
 the group and every descendant, `grace_s`, then SIGKILL to all of them until none is left. It writes
@@ -23,26 +23,30 @@ both are tried again every RETRY_S; the final record (ended_at) may use the spac
 (jobstore.make_reserve). It reads its spec from a memfd, so a new attempt starts on a full disk too. A
 keeper whose final record is not on disk yet stands by (even without self-heal) until it is, until its
 supervisor releases it, or until a later attempt's keeper exists.
+
+It is a small process (SPEC's promise of a keeper per running job): its interpreter starts without site,
+and it imports only what it uses (os, select, signal, and the light modules jobfiles, jsonlite,
+leasecheck, channel, output, spawn, procs): no json package, pathlib, subprocess, typer or dataclasses.
+tests/test_lean.py holds it to that.
 """
 from __future__ import annotations
 
 import errno
-import json
+import marshal
 import os
 import select
 import signal
-import subprocess
 import sys
 import time
-from pathlib import Path
 
-from hbwrap import lease, procs
+from hbwrap import jsonlite, procs
 from hbwrap.channel import SPILL_STALL_S, ChannelWriter
 from hbwrap.errors import StateError
-from hbwrap.jobstore import JobDir, make_reserve, open_job_file, read_json, write_json_atomic
-from hbwrap.model import SCHEMA_VERSION
+from hbwrap.jobfiles import (CURSOR_FILE, INDEX_FILE, KEEPER_FILE, LOG_FILE, STATE_FILE, make_reserve, open_job_file,
+                             read_job_file, write_atomic)
+from hbwrap.leasecheck import read_only, renewed_at
 from hbwrap.output import LogWriter
-from hbwrap.spawn import pty_peer, spawn
+from hbwrap.spawn import pty_peer, spawn, start_child
 
 READ_SIZE = 1 << 20
 CURSOR_STALE_S = 10.0
@@ -57,6 +61,24 @@ TERMINAL = frozenset({"succeeded", "failed", "escalated", "stopped"})
 RETRY_S = 1.0              # a full disk: how often keeper.json and the log's gap record are tried again
 
 
+class JobFiles:
+    """The files of the job dir the keeper uses, as paths (jobstore.JobDir is the supervisor's view)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.state_file, self.keeper_file, self.cursor_file, self.log_file, self.index_file = (
+            os.path.join(path, name) for name in (STATE_FILE, KEEPER_FILE, CURSOR_FILE, LOG_FILE, INDEX_FILE))
+
+
+def read_record(path: str) -> dict:
+    """A JSON record of the job dir (state.json, keeper.json); {} when it is missing or not a readable one."""
+    try:
+        doc = jsonlite.loads(read_job_file(path, 4 * 1024 * 1024))
+    except (OSError, ValueError, StateError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
 def _note(text: str) -> None:
     """A line in keeper.err (the keeper's stderr)."""
     try:
@@ -68,7 +90,7 @@ def _note(text: str) -> None:
 class SupervisorWatch:
     """Self-heal: follow the job's current supervisor; start a replacement when it dies or its lease expires."""
 
-    def __init__(self, job: JobDir, spec: dict, held_fds: tuple[int, int] | None, base_env: dict[str, str]):
+    def __init__(self, job: JobFiles, spec: dict, held_fds: tuple[int, int] | None, base_env: dict[str, str]):
         self.job, self.spec, self.held_fds, self.base_env = job, spec, held_fds, base_env
         self.heal = bool(spec.get("self_heal"))
         self.shared = bool(spec.get("shared_lease"))  # --lease-url: enforce the row's validity if need be
@@ -117,15 +139,12 @@ class SupervisorWatch:
             return
         if now < self.check_at:
             return
-        try:
-            state = read_json(self.job.state_file) or {}
-        except Exception:
-            state = {}
+        state = read_record(self.job.state_file)
         if state.get("run_id") != self.spec["run_id"] or state.get("status") in TERMINAL:
             self.run_over = True
             return
         lease_s = state.get("lease_s") if isinstance(state.get("lease_s"), (int, float)) else 30.0
-        renewed = lease.renewed_at(state, self.job) or 0.0  # a touch of state.json renews too (a full disk)
+        renewed = renewed_at(state, self.job) or 0.0  # a touch of state.json renews too (a full disk)
         nexts = [self._supervisor(state, lease_s, renewed, now)]
         if self.shared:
             nexts.append(self._judge_shared_lease(state.get("lease_valid_until"), lease_s, now))
@@ -138,7 +157,7 @@ class SupervisorWatch:
         if alive and (pid, start) != (self.pid, self.start):
             self._follow(pid, start)  # a takeover happened: watch the new supervisor
             self.spawned_at = None
-        hung = alive and time.time() - renewed > lease_s and not lease.read_only(self.job)
+        hung = alive and time.time() - renewed > lease_s and not read_only(self.job)
         if alive and not hung:
             return now + max(0.05, renewed + lease_s - time.time()) + 0.05
         if not self.heal:
@@ -177,15 +196,18 @@ class SupervisorWatch:
     def _spawn(self, now: float) -> float:
         argv = [sys.executable, "-m", "hbwrap", "watch", self.spec["name"], "--state-dir", self.spec["state_dir"],
                 "--by", "keeper"]
-        out, err = self.held_fds if self.held_fds else (subprocess.DEVNULL, subprocess.DEVNULL)
+        out, err = self.held_fds if self.held_fds else (None, None)
+        devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC) if out is None else None
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=self.base_env,
-                                    start_new_session=True, cwd="/")
+            pid = start_child(argv, self.base_env, cwd="/", stdout=out if devnull is None else devnull,
+                              stderr=err if devnull is None else devnull, new_session=True)
         except OSError as exc:
             _note(f"cannot start a replacement supervisor: {exc.strerror or exc}")
             return now + ORPHAN_POLL_S
-        proc.returncode = 0  # reaped by the keeper's own waitpid(-1)
-        self.replacements.append((proc.pid, procs.start_time(proc.pid)))
+        finally:
+            if devnull is not None:
+                os.close(devnull)
+        self.replacements.append((pid, procs.start_time(pid)))  # reaped by the keeper's own waitpid(-1)
         self.spawned += 1
         self.spawned_at = now
         return now + TAKEOVER_POLL_S
@@ -195,7 +217,7 @@ class SupervisorWatch:
 
 
 class Keeper:
-    def __init__(self, job: JobDir, spec: dict, handshake_fd: int, held_fds: tuple[int, int] | None):
+    def __init__(self, job: JobFiles, spec: dict, handshake_fd: int, held_fds: tuple[int, int] | None):
         self.job, self.spec = job, spec
         self.channel = ChannelWriter(handshake_fd)  # the handshake, then what the disk refuses (channel.py)
         self.writer: LogWriter | None = None
@@ -208,7 +230,7 @@ class Keeper:
         self.standing_by = False
         self.base_env = procs.original_environ()
         self.record: dict = {
-            "schema": SCHEMA_VERSION, "run_id": spec["run_id"], "attempt": spec["attempt"],
+            "schema": spec["schema"], "run_id": spec["run_id"], "attempt": spec["attempt"],
             "keeper_pid": os.getpid(), "keeper_start": procs.start_time(os.getpid()),
             "started_at": time.time(), "child_pid": None, "child_start": None, "pgid": None,
             "exit_code": None, "exit_signal": None, "exec_error": None, "exited_at": None,
@@ -261,12 +283,13 @@ class Keeper:
             self.record["output_unsent"] = self.channel.dropped  # ... nor the supervisor get over the channel
         try:
             # that the attempt ended, and how, is its last word: the space set aside for it takes that
-            write_json_atomic(self.job.keeper_file, self.record, fsync=False, reserve=bool(self.record["ended_at"]))
+            write_atomic(self.job.keeper_file, (jsonlite.dumps(self.record) + "\n").encode(), fsync=False,
+                         reserve=bool(self.record["ended_at"]))
         except OSError as exc:
             self._cannot_write(str(self.job.keeper_file), exc)
             if self.record != self.record_sent:  # (retries of the same record are not news)
                 self.channel.record(self.record)
-                self.record_sent = json.loads(json.dumps(self.record))
+                self.record_sent = jsonlite.loads(jsonlite.dumps(self.record))
             self.unsaved = True
             self._retry_soon()
             return
@@ -299,7 +322,7 @@ class Keeper:
 
     def _newer_keeper(self) -> bool:
         mine = self.record["keeper_start"] or 0
-        keepers = procs.find_by_argv(b"hbwrap.keeper", os.fsencode(str(self.job.path)))
+        keepers = procs.find_by_argv(b"hbwrap.keeper", os.fsencode(self.job.path))
         return any((procs.start_time(pid) or 0) > mine for pid in keepers if pid != os.getpid())
 
     # --- run -------------------------------------------------------------------------------------
@@ -446,11 +469,7 @@ class Keeper:
             self.watch.check(time.monotonic())
 
     def _superseded(self) -> bool:
-        try:
-            record = read_json(self.job.keeper_file) or {}
-        except Exception:
-            return False
-        return record.get("keeper_pid") not in (None, os.getpid())
+        return read_record(self.job.keeper_file).get("keeper_pid") not in (None, os.getpid())
 
     def _rewatch(self, poller, watched: set[int]) -> set[int]:
         now = set(self.watch.fds())
@@ -578,31 +597,29 @@ def _drain(fd: int) -> None:
 
 def read_spec(fd: int) -> dict:
     """The keeper's spec from the memfd the supervisor filled (memory, not the disk: a full disk cannot stop
-    an attempt from starting)."""
+    an attempt from starting); marshal, as the supervisor runs the same interpreter."""
     chunks = []
     with os.fdopen(fd, "rb") as f:
         while chunk := f.read(1 << 20):
             chunks.append(chunk)
-    spec = json.loads(b"".join(chunks))
-    if not isinstance(spec, dict) or spec.get("schema") != SCHEMA_VERSION:
-        raise ValueError(f"not a keeper spec of schema {SCHEMA_VERSION}")
+    try:
+        spec = marshal.loads(b"".join(chunks))
+    except (EOFError, TypeError) as exc:
+        raise ValueError(f"not a keeper spec ({exc})") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("schema"), int):
+        raise ValueError("not a keeper spec")
     return spec
 
 
-def main(argv: list[str]) -> int:
-    """argv: JOB_DIR HANDSHAKE_FD SPEC_FD [STDOUT_FD STDERR_FD]"""
-    job_path, handshake_fd, spec_fd = Path(argv[1]), int(argv[2]), int(argv[3])
-    held = (int(argv[4]), int(argv[5])) if len(argv) >= 6 else None
-    job = JobDir(job_path, job_path.name)
+def main(argv: list[str]) -> None:
+    """argv: JOB_DIR HANDSHAKE_FD SPEC_FD [STDOUT_FD STDERR_FD]; exits (flushing nothing: it prints nothing)."""
+    job_path, handshake_fd, spec_fd = argv[0], int(argv[1]), int(argv[2])
+    held = (int(argv[3]), int(argv[4])) if len(argv) >= 5 else None
+    for fd in (handshake_fd, spec_fd, *(held or ())):
+        os.set_inheritable(fd, False)  # handed over as 3, 4, ...: no child of ours may hold them
     try:
         spec = read_spec(spec_fd)
     except (OSError, ValueError) as exc:
-        print(f"hbwrap keeper: cannot read its spec: {exc}", file=sys.stderr)
-        return 125
-    return Keeper(job, spec, handshake_fd, held).run()
-
-
-if __name__ == "__main__":
-    code = main(sys.argv)
-    sys.stdout.flush()
-    os._exit(code)
+        _note(f"cannot read its spec: {exc}")
+        os._exit(125)
+    os._exit(Keeper(JobFiles(job_path), spec, handshake_fd, held).run())

@@ -7,20 +7,27 @@ from __future__ import annotations
 
 import errno
 import json
+import marshal
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+import hbwrap
 from hbwrap import procs
 from hbwrap.channel import ChannelReader
 from hbwrap.errors import HbwrapError, StateError
 from hbwrap.jobstore import JobDir, open_job_file, read_job_file, write_atomic
 from hbwrap.model import SCHEMA_VERSION, RunRecord
 from hbwrap.options import RunOptions
+from hbwrap.spawn import Child, start_keeper
 
+# The keeper starts as `python -I -S -c KEEPER_BOOT hbwrap.keeper PATHS JOB_DIR 3 4 [5 6]`: no site
+# (its .pth files and imports are ~10-25 ms and 1-2 MB a keeper does without), no user environment; PATHS
+# is where hbwrap (and, for --pty, ptyprocess) are found. "hbwrap.keeper" and JOB_DIR in its command line
+# are how procs.is_keeper knows it.
+KEEPER_BOOT = "import sys; sys.path[0:0] = sys.argv[2].split(':'); from hbwrap.keeper import main; main(sys.argv[3:])"
 HBWRAP_VARS = ("HBWRAP_JOB", "HBWRAP_RUN_ID", "HBWRAP_ATTEMPT", "HBWRAP_CHECKPOINT_FILE", "HBWRAP_HEARTBEAT_FILE",
                "HBWRAP_RESUME_FROM", "HBWRAP_FENCE")
 
@@ -92,12 +99,12 @@ class AttemptHandle:
     """
 
     def __init__(self, job: JobDir, rec: RunRecord, markers: dict[str, str], keeper_pid: int,
-                 keeper_start: int | None, popen: subprocess.Popen | None = None, handshake_fd: int | None = None,
+                 keeper_start: int | None, child: Child | None = None, handshake_fd: int | None = None,
                  exclude=frozenset()):
         self.job, self.run_id, self.attempt = job, rec.run_id, rec.attempt
         self.markers = markers
         self.keeper_pid, self.keeper_start = keeper_pid, keeper_start
-        self.popen = popen
+        self.own_keeper = child  # a keeper we started ourselves (we reap it), None for an adopted one
         # the handshake pipe: the keeper's line, then what the disk refused to take (channel.py)
         self.channel = ChannelReader(handshake_fd) if handshake_fd is not None else None
         self.unsent = 0  # output the disk refused that the keeper could not hand to any supervisor (its record)
@@ -150,9 +157,9 @@ class AttemptHandle:
     def abandon(self, why: str) -> tuple:
         """The keeper died or hung before its handshake: kill it and whatever it had started."""
         self.close_channel()
-        if self.popen is not None:
-            self.popen.kill()
-            self.popen.wait()
+        if self.own_keeper is not None:
+            self.own_keeper.kill()
+            self.own_keeper.wait()
         started = bool(self.sweep())
         try:
             tail = read_job_file(self.job.path / "keeper.err")[-400:].decode(errors="replace").strip()
@@ -178,8 +185,8 @@ class AttemptHandle:
     def keeper_alive(self) -> bool:
         """Our keeper has not exited; an adopted one is alive only if it is verifiably a keeper of this job
         (a recycled pid or a forged record is as good as gone: it is never waited for nor signalled)."""
-        if self.popen is not None:
-            return self.popen.poll() is None
+        if self.own_keeper is not None:
+            return self.own_keeper.poll() is None
         return self.keeper_verified()
 
     def keeper_verified(self) -> bool:
@@ -285,12 +292,12 @@ class AttemptHandle:
         end = time.monotonic() + timeout_s
         while self.keeper_alive() and time.monotonic() < end:
             time.sleep(0.005)
-        if self.popen is not None and self.popen.poll() is not None:
-            self.popen.wait()
+        if self.own_keeper is not None and self.own_keeper.poll() is not None:
+            self.own_keeper.wait()
 
     def reap(self) -> None:
-        if self.popen is not None:
-            self.popen.wait()
+        if self.own_keeper is not None:
+            self.own_keeper.wait()
 
     def close(self) -> None:
         self.close_channel()
@@ -316,38 +323,36 @@ class Launcher:
         Nothing here needs the disk: the spec goes to the keeper in a memfd (keeper-spec.json is only a
         copy for the curious, written if the disk takes it), and keeper.err falls back to /dev/null.
         """
-        doc = json.dumps({"schema": SCHEMA_VERSION, **spec}, sort_keys=True).encode()
+        full = {"schema": SCHEMA_VERSION, **spec}
         try:
-            write_atomic(self.job.keeper_spec_file, doc + b"\n", fsync=False)
+            write_atomic(self.job.keeper_spec_file, json.dumps(full, sort_keys=True).encode() + b"\n", fsync=False)
         except OSError:
             pass  # a full disk: the keeper reads its spec from the memfd
         try:
             self.job.keeper_file.unlink()
         except FileNotFoundError:
             pass
-        spec_fd = _memfd(doc)
+        spec_fd = _memfd(marshal.dumps(full))  # the same interpreter reads it: no json import in the keeper
         hs_r, hs_w = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(hs_r, False)
         try:
             err_fd = open_job_file(self.job.keeper_err_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         except OSError:
             err_fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)  # a full disk may refuse a new file
-        # hbwrap's own stdout/stderr, for a replacement supervisor to write to (fds 1 and 2 of the keeper are
-        # its keeper.err): duplicated to other numbers, as the keeper's stdout/stderr are set after pass_fds
-        held = [os.dup(fd) for fd in hold_fds] if hold_fds else []
-        pass_fds = [hs_w, spec_fd, *held]
-        argv = [sys.executable, "-m", "hbwrap.keeper", str(self.job.path), str(hs_w), str(spec_fd), *map(str, held)]
+        # the keeper's fds 1 and 2 are its keeper.err; 3 the handshake, 4 the spec, 5 and 6 (self-heal)
+        # hbwrap's own stdout and stderr, for a replacement supervisor to write to
+        passed = [hs_w, spec_fd, *(hold_fds or ())]
+        argv = [sys.executable, "-I", "-S", "-c", KEEPER_BOOT, "hbwrap.keeper", _keeper_paths(opts),
+                str(self.job.path), *(str(3 + i) for i in range(len(passed)))]
         try:
-            popen = subprocess.Popen(argv, stdin=None if spec.get("stdin_inherit") else subprocess.DEVNULL,
-                                     stdout=err_fd, stderr=err_fd, pass_fds=pass_fds, start_new_session=True,
-                                     env=self.base_env, cwd=opts.cwd)
+            pid = start_keeper(argv, self.base_env, not spec.get("stdin_inherit"), err_fd, passed)
         except OSError as exc:
             os.close(hs_r)
             raise HbwrapError(f"cannot start the keeper process: {exc.strerror or exc}") from None
         finally:
-            for fd in (hs_w, spec_fd, err_fd, *held):
+            for fd in (hs_w, spec_fd, err_fd):
                 os.close(fd)
-        return AttemptHandle(self.job, rec, markers, popen.pid, procs.start_time(popen.pid), popen, hs_r,
+        return AttemptHandle(self.job, rec, markers, pid, procs.start_time(pid), Child(pid), hs_r,
                              exclude=self.exclude)
 
     def adopt(self, rec: RunRecord, markers: dict[str, str], keeper: dict) -> AttemptHandle:
@@ -355,6 +360,8 @@ class Launcher:
         return AttemptHandle.adopt(self.job, rec, markers, keeper, self.exclude)
 
     def start_probe(self, command: str, env: dict[str, str], cwd: str) -> "Probe | None":
+        import subprocess  # only with --probe
+
         try:
             proc = subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL, start_new_session=True, env=env, cwd=cwd)
@@ -372,8 +379,8 @@ class Launcher:
 class Probe:
     """A running `--probe`: its exit is observed through a pidfd, never waited for."""
 
-    def __init__(self, proc: subprocess.Popen):
-        self.proc = proc
+    def __init__(self, proc):
+        self.proc = proc  # a subprocess.Popen
         self.pid = proc.pid
         self.pidfd = procs.pidfd_open(proc.pid)
 
@@ -397,6 +404,16 @@ class Probe:
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
+
+
+def _keeper_paths(opts: RunOptions) -> str:
+    """Where the keeper's interpreter, started without site, finds hbwrap (and ptyprocess for --pty)."""
+    paths = [os.path.dirname(os.path.dirname(os.path.abspath(hbwrap.__file__)))]
+    if opts.pty:
+        import ptyprocess
+
+        paths.append(os.path.dirname(os.path.dirname(os.path.abspath(ptyprocess.__file__))))
+    return ":".join(dict.fromkeys(paths))
 
 
 def _memfd(data: bytes) -> int:

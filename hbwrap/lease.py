@@ -10,6 +10,7 @@ from hbwrap import procs
 from hbwrap.errors import HbwrapError, StateError
 from hbwrap.jobfiles import open_job_file
 from hbwrap.jobstore import JobDir
+from hbwrap.leasecheck import lease_expired, read_only, renewed_at  # noqa: F401 (lease.* for callers)
 
 HUNG_KILL_WAIT_S = 5.0
 
@@ -37,45 +38,6 @@ def read_holder(job: JobDir) -> dict | None:
         return job.read_state()
     except StateError:
         return None
-
-
-def renewed_at(doc: dict, job: JobDir | None = None) -> float | None:
-    """When the supervisor recorded in `doc` last renewed its lease (wall seconds), None if it never did.
-
-    A supervisor that cannot write state.json (a full disk) renews by touching it (journal.write_state),
-    so with `job` the file's modification time counts too: only that supervisor writes or touches it.
-    """
-    renewed = doc.get("lease_renewed_at")
-    if not isinstance(renewed, (int, float)) or isinstance(renewed, bool):
-        return None
-    if job is not None:
-        try:
-            renewed = max(renewed, os.lstat(job.state_file).st_mtime)
-        except OSError:
-            pass
-    return renewed
-
-
-def read_only(job: JobDir) -> bool:
-    """Whether the job dir is on a read-only file system, where no lease can be renewed (nor judged stale)."""
-    try:
-        return bool(os.statvfs(job.path).f_flag & os.ST_RDONLY)
-    except OSError:
-        return False
-
-
-def lease_expired(doc: dict, now_wall: float, default_lease_s: float, job: JobDir | None = None) -> bool:
-    """Whether the supervisor recorded in `doc` has not renewed its lease in time (it is hung).
-
-    With `job`: a touch of state.json renews too, and on a read-only file system a lease never expires.
-    """
-    renewed = renewed_at(doc, job)
-    lease_s = doc.get("lease_s")
-    if not isinstance(lease_s, (int, float)) or isinstance(lease_s, bool) or lease_s <= 0:
-        lease_s = default_lease_s
-    if renewed is None or now_wall - renewed <= lease_s:
-        return False
-    return job is None or not read_only(job)
 
 
 def kill_hung_holder(job: JobDir, name: str, default_lease_s: float) -> int | None:

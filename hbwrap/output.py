@@ -23,10 +23,12 @@ from __future__ import annotations
 import errno
 import os
 import time
-from pathlib import Path
-from typing import NamedTuple
 
-from hbwrap.jobstore import open_job_file
+from hbwrap.jobfiles import open_job_file
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: the keeper imports this module, and pathlib is 2 MB
+    from pathlib import Path
 
 READ_CHUNK = 256 * 1024
 STDOUT, STDERR = "O", "E"
@@ -36,9 +38,24 @@ RETRY_MIN_S, RETRY_MAX_S = 0.25, 30.0  # ... or, where nothing can be reserved, 
 GAP = "L"  # the stream of a Gap piece from LogFollower.read(gaps=True)
 
 
-class Gap(NamedTuple):
-    size: int     # bytes of output missing from the log here
-    unsent: int   # of them, bytes the keeper could not hand to its supervisor either
+class Gap(tuple):
+    """A hole in the log: `size` bytes of output missing here, `unsent` of them the keeper could not hand to
+    its supervisor either. (A tuple, not a typing.NamedTuple: the keeper imports this module.)"""
+
+    __slots__ = ()
+
+    def __new__(cls, size: int, unsent: int):
+        return tuple.__new__(cls, (size, unsent))
+
+    size = property(lambda self: self[0])
+    unsent = property(lambda self: self[1])
+
+    def __repr__(self) -> str:
+        return f"Gap(size={self[0]}, unsent={self[1]})"
+
+
+def _rotated(path) -> str:
+    return os.fspath(path) + ".1"
 
 
 def _open_append(path: Path, readable: bool = False) -> int:
@@ -266,8 +283,8 @@ class LogWriter:
         # Order matters to a reader: both old files go first (renaming over an existing file would also make
         # ext4 flush the data first: slow), so that any index/log pair a reader finds at one pair of paths is
         # always of one generation.
-        steps = [(os.unlink, p.with_name(p.name + ".1"), None) for p in (self.idx_path, self.log_path)]
-        steps += [(os.replace, p, p.with_name(p.name + ".1")) for p in (self.idx_path, self.log_path)]
+        steps = [(os.unlink, _rotated(p), None) for p in (self.idx_path, self.log_path)]
+        steps += [(os.replace, p, _rotated(p)) for p in (self.idx_path, self.log_path)]
         while self.rotating <= len(steps):
             op, path, target = steps[self.rotating - 1]
             try:
@@ -370,7 +387,7 @@ class LogFollower:
 
     def _try_open(self) -> bool:
         """Open the expected generation: the current log, or the rotated one if the keeper rotated past it."""
-        rotated = (self.idx_path.with_name(self.idx_path.name + ".1"), self.log_path.with_name(self.log_path.name + ".1"))
+        rotated = (_rotated(self.idx_path), _rotated(self.log_path))
         current = self._open_pair(self.idx_path, self.log_path)
         if current is not None and current[0] > self.generation:
             # the keeper rotated past the generation we want: it is the rotated log, unless that is gone too

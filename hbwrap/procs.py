@@ -130,10 +130,15 @@ def pidfd_open(pid: int) -> int | None:
         return None
 
 
+# What a command gets back at its default disposition (Python ignores SIGPIPE and SIGXFSZ; the keeper
+# handles or ignores the others), unless hbwrap itself inherited it ignored.
+RESTORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
+                    signal.SIGQUIT, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2)
+
+
 def restore_default_signals(ignored: list[int] | tuple[int, ...] = ()) -> None:
     """In a child before exec: default dispositions, except those hbwrap itself inherited as ignored."""
-    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
-                signal.SIGQUIT, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2):
+    for sig in RESTORED_SIGNALS:
         try:
             signal.signal(sig, signal.SIG_DFL)
         except (OSError, ValueError):
