@@ -18,7 +18,6 @@ from __future__ import annotations
 import collections
 import os
 import select
-import socket
 import stat
 import time
 
@@ -38,7 +37,8 @@ class Sink:
     def __init__(self, fd: int):
         self.fd = fd                 # what is polled for POLLOUT
         self.write_fd = fd
-        self.sock: socket.socket | None = None
+        self.sock = None             # a socket.socket when the descriptor is a socket
+        self.dontwait = 0            # socket.MSG_DONTWAIT then
         self.chunk = WRITE_MAX
         self.own = False
         try:
@@ -52,6 +52,9 @@ class Sink:
             except OSError:
                 self.chunk = FALLBACK_WRITE  # POLLOUT promises room for a small write only
         elif stat.S_ISSOCK(mode):
+            import socket  # only then: half a megabyte a supervisor on pipes does without
+
+            self.dontwait = socket.MSG_DONTWAIT
             try:
                 self.sock = socket.socket(fileno=os.dup(fd))
             except OSError:
@@ -62,7 +65,7 @@ class Sink:
         piece = data[:self.chunk]
         try:
             if self.sock is not None:
-                return self.sock.send(piece, socket.MSG_DONTWAIT)
+                return self.sock.send(piece, self.dontwait)
             return os.write(self.write_fd, piece)
         except (BlockingIOError, InterruptedError):
             return 0

@@ -11,9 +11,7 @@ import os
 import random
 import select
 import signal
-import socket
 import time
-import traceback
 from pathlib import Path
 
 from hbwrap import lease, policy, procs
@@ -129,7 +127,7 @@ class Supervisor:
         self.st: policy.RunState | None = None
         self.attempt = AttemptProcesses(self.launcher)
         self.lease = None            # --lease-url: lease_shared.SharedLease
-        self.host = opts.host or socket.gethostname()  # restart_pending says where to answer
+        self.host = opts.host or os.uname().nodename  # (socket.gethostname()) restart_pending says where to answer
         self.inotify = None
         self._watch_at: float | None = None   # when to make the inotify watch (INOTIFY_AFTER_S)
         self._look_at_all = False              # the watch is new: look at every file once more
@@ -234,6 +232,8 @@ class Supervisor:
         """An unexpected exception: into the event log with its traceback; the keeper's replacement goes on."""
         if self.st is None:
             return
+        import traceback
+
         try:
             self.emit(Event.CRASH, detail=traceback.format_exc()[-8000:])
         except Exception:

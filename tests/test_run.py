@@ -955,3 +955,23 @@ def test_the_next_run_of_a_job_says_nothing_more_and_logs_all(hb, pty):
         assert r.returncode == 0 and word in r.out and r.err == "", r
     logs = hb.run("logs", "again")
     assert [line.strip() for line in logs.out.splitlines()] == ["first", "second", "third"], logs
+
+
+def test_output_to_a_socket_as_systemd_gives_a_service(hb):
+    """stdout a Unix stream socket (systemd's journal stream): written with MSG_DONTWAIT, all of it arrives."""
+    import socket
+
+    ours, theirs = socket.socketpair()
+    try:
+        proc = hb.start("run", "--name", "sock", "--", "sh", "-c", "seq 1 20000; echo done", hb.tag,
+                        stdout=theirs.fileno())
+        theirs.close()
+        got = bytearray()
+        ours.settimeout(30)
+        while chunk := ours.recv(65536):
+            got += chunk
+        assert proc.wait(timeout=30) == 0
+    finally:
+        ours.close()
+    lines = got.decode().split()
+    assert lines[:3] == ["1", "2", "3"] and lines[-2:] == ["20000", "done"] and len(lines) == 20001
