@@ -127,45 +127,50 @@ def _plural(names: list[str]) -> str:
 
 def _make_init(cls, flist: tuple[Field, ...], frozen: bool):
     names = tuple(f.name for f in flist)
-    plan = tuple((f.name, f.default, f.default_factory) for f in flist)
-    count = len(plan)
-    setter = object.__setattr__ if frozen else setattr
+    index = {name: i for i, name in enumerate(names)}
+    template = {f.name: f.default for f in flist}  # in field order: the instance's __dict__ keeps it
+    factories = tuple((f.name, f.default_factory) for f in flist if f.default_factory is not MISSING)
+    required = tuple(f.name for f in flist if f.default is MISSING and f.default_factory is MISSING)
+    count = len(names)
+    # values go straight into the instance's __dict__ unless a __setattr__ or a data descriptor of the class
+    # must see them (a frozen record's own __setattr__ refuses them: dataclasses bypasses it the same way)
+    direct = frozen or (cls.__setattr__ is object.__setattr__
+                        and not any(hasattr(type(getattr(cls, n, None)), "__set__") for n in names))
+    post_init = hasattr(cls, "__post_init__")  # looked for once, as dataclasses does
     qualname = f"{cls.__qualname__}.__init__"
-    required = sum(1 for f in flist if f.default is MISSING and f.default_factory is MISSING)
-    takes = (f"from {required + 1} to {count + 1} positional arguments" if required < count
+    takes = (f"from {len(required) + 1} to {count + 1} positional arguments" if len(required) < count
              else f"{count + 1} positional argument{'s' if count else ''}")  # CPython's words, self counted
 
     def __init__(self, *args, **kwargs):
-        if len(args) > count:
-            raise TypeError(f"{qualname}() takes {takes} but {len(args) + 1} were given")
-        missing = None
-        for i, (name, default, factory) in enumerate(plan):
-            if i < len(args):
-                if name in kwargs:
-                    raise TypeError(f"{qualname}() got multiple values for argument {name!r}")
-                value = args[i]
-            elif name in kwargs:
-                value = kwargs.pop(name)
-            elif default is not MISSING:
-                value = default
-            elif factory is not MISSING:
-                value = factory()
-            else:
-                (missing := missing or []).append(name)
-                continue
-            setter(self, name, value)
-        if kwargs:
-            unexpected = next(iter(kwargs))
-            raise TypeError(f"{qualname}() got an unexpected keyword argument {unexpected!r}")
+        given = len(args)
+        for key in kwargs:  # checked in CPython's order: keywords first, the first bad one named
+            at = index.get(key)
+            if at is None:
+                raise TypeError(f"{qualname}() got an unexpected keyword argument {key!r}")
+            if at < given:
+                raise TypeError(f"{qualname}() got multiple values for argument {key!r}")
+        if given > count:
+            raise TypeError(f"{qualname}() takes {takes} but {given + 1} were given")
+        values = template.copy()
+        if given:
+            values.update(zip(names, args))
+        values.update(kwargs)
+        for name, factory in factories:
+            if values[name] is MISSING:
+                values[name] = factory()
+        missing = [name for name in required if values[name] is MISSING]
         if missing:
             raise TypeError(f"{qualname}() missing {len(missing)} required positional "
                             f"argument{'s' if len(missing) > 1 else ''}: {_plural(missing)}")
-        post_init = getattr(self, "__post_init__", None)
-        if post_init is not None:
-            post_init()
+        if direct:
+            self.__dict__.update(values)
+        else:
+            for name, value in values.items():
+                setattr(self, name, value)
+        if post_init:
+            self.__post_init__()
 
     __init__.__qualname__ = qualname
-    __init__.__record_names__ = names
     return __init__
 
 

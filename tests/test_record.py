@@ -60,6 +60,10 @@ CALLS = [
     ((1,), {"x": 2}),               # x twice
     ((1,), {"z": 3}),               # unknown keyword
     ((1,), {"z": 3, "w": 4}),
+    ((1,), {"w": 3, "x": 2}),       # the first bad keyword is named, as CPython binds them
+    ((1,), {"x": 2, "w": 3}),
+    ((1, 2, [], None, 5), {"w": 1}),
+    ((), {"y": 1}),
 ]
 
 
