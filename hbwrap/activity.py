@@ -19,8 +19,8 @@ hide the I/O of the others.
 """
 from __future__ import annotations
 
+import collections
 import time
-from typing import NamedTuple
 
 from hbwrap import procs
 from hbwrap.errors import UsageError
@@ -29,12 +29,9 @@ KINDS = ("cpu", "io")
 CPU_MIN_SHARE = 0.01  # of one core, over the time between the samples
 
 
-class ProcSample(NamedTuple):
-    start: int             # start time in clock ticks since boot (identity)
-    cpu_ticks: int         # utime + stime
-    child_cpu_ticks: int   # cutime + cstime (reaped children)
-    read_bytes: int        # rchar
-    write_bytes: int       # wchar
+# per process: start (start time in clock ticks since boot: identity), cpu_ticks (utime + stime),
+# child_cpu_ticks (cutime + cstime: reaped children), read_bytes (rchar), write_bytes (wchar)
+ProcSample = collections.namedtuple("ProcSample", "start cpu_ticks child_cpu_ticks read_bytes write_bytes")
 
 
 def parse_activity(text: str | list | tuple | None, option: str = "--activity") -> tuple[str, ...]:

@@ -9,8 +9,6 @@ two answers are never read as one and none is read twice.
 from __future__ import annotations
 
 import os
-import pwd
-import socket
 import time
 
 from hbwrap import procs
@@ -24,12 +22,14 @@ TAKEN_POLL_S = 0.02
 
 
 def who() -> str:
-    """`user@host` of whoever answers."""
+    """`user@host` of whoever answers (the supervisor imports this module, but never asks)."""
+    import pwd
+
     try:
         user = pwd.getpwuid(os.geteuid()).pw_name
     except KeyError:
         user = f"uid{os.geteuid()}"
-    return f"{user}@{socket.gethostname()}"
+    return f"{user}@{os.uname().nodename}"  # what socket.gethostname() returns on Linux, without socket
 
 
 def take_answer(job: JobDir) -> dict | None:

@@ -5,8 +5,6 @@ Pure data, imported on every `hbwrap run`: the fast command-line reader (runargs
 """
 from __future__ import annotations
 
-from typing import Any
-
 from hbwrap.options import DEFAULT_PROGRESS_PATTERN, DEFAULT_RETRY_AFTER_PATTERN
 
 # Every long option of `hbwrap run` that a config table may hold (dashes form) -> the kind of its value.
@@ -62,7 +60,7 @@ RUN_KEYS: dict[str, str] = {
 }
 
 # Built-in defaults (SPEC §3) in the shape the command line passes them; None = not set.
-DEFAULTS: dict[str, Any] = {
+DEFAULTS: dict[str, object] = {
     "command": None,
     "state-dir": None,
     "timeout": None,

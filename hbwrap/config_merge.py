@@ -9,12 +9,14 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from hbwrap.config_keys import DEFAULTS, RUN_KEYS, norm_key as _norm
 from hbwrap.errors import ConfigError, HbwrapError, UsageError
 
+TYPE_CHECKING = False  # typing's own flag without importing typing (ruff and mypy honour it)
 if TYPE_CHECKING:
+    from typing import Any
+
     from hbwrap.configfile import Config
 
 # The parameters of options.build_run_options that a setting feeds (all but command and name).

@@ -1,14 +1,15 @@
 """Leaf module: status and event names, the run record (the one field list of state.json) and policy's value types."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
-from enum import Enum
+import time
+
+from hbwrap.record import field, fields, record
+from hbwrap.strconst import StrConst
 
 SCHEMA_VERSION = 1
 
 
-class Status(str, Enum):
+class Status(StrConst):
     STARTING = "starting"
     RUNNING = "running"
     BACKOFF = "backoff"
@@ -24,7 +25,7 @@ ACTIVE_STATUSES = frozenset({Status.STARTING, Status.RUNNING, Status.BACKOFF, St
 ACTIVE_VALUES = frozenset(s.value for s in ACTIVE_STATUSES)
 
 
-class Event(str, Enum):
+class Event(StrConst):
     RUN_START = "run_start"
     ATTEMPT_START = "attempt_start"
     CHECKPOINT = "checkpoint"
@@ -53,7 +54,7 @@ OWN_EVENTS = frozenset({Event.ALERT_OUTPUT, Event.RESTART_CHECK, Event.CRASH})
 EVENT_NAMES = tuple(e.value for e in Event if e not in OWN_EVENTS)
 
 
-class StallReason(str, Enum):
+class StallReason(StrConst):
     RESPONSE = "response"
     PROGRESS = "progress"
     TIMEOUT = "timeout"
@@ -62,13 +63,13 @@ class StallReason(str, Enum):
     REPEAT = "repeat"
 
 
-class RestartMode(str, Enum):
+class RestartMode(StrConst):
     NEVER = "never"
     ON_STALL = "on-stall"
     ON_FAILURE = "on-failure"
 
 
-class Phase(str, Enum):
+class Phase(StrConst):
     """Where a run is in its state machine (policy.advance moves it on)."""
 
     LAUNCH = "launch"        # an attempt is due to start now
@@ -83,7 +84,7 @@ class Phase(str, Enum):
     DONE = "done"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class AttemptEnd:
     """How one attempt ended, as the policy sees it.
 
@@ -105,14 +106,14 @@ class AttemptEnd:
         return self.stall is None and self.exec_error is None and not self.lost and self.exit_code == 0
 
 
-class DecisionKind(str, Enum):
+class DecisionKind(StrConst):
     RESTART = "restart"
     SUCCEED = "succeed"
     FAIL = "fail"
     ESCALATE = "escalate"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Decision:
     """What to do once an attempt has ended."""
 
@@ -129,15 +130,74 @@ class RecordError(ValueError):
 
 
 def iso(ts: float | None) -> str | None:
-    """ISO 8601 UTC with milliseconds, or None."""
+    """ISO 8601 UTC with milliseconds (truncated), or None; as datetime.fromtimestamp(ts, utc) would print it."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    whole = float(int(ts))  # math.modf, as datetime splits a timestamp: the fraction is exact
+    micros = round((ts - whole) * 1e6)  # half to even, as datetime rounds to microseconds
+    if micros >= 1000000:
+        whole, micros = whole + 1, micros - 1000000
+    elif micros < 0:
+        whole, micros = whole - 1, micros + 1000000
+    tm = time.gmtime(whole)
+    if not 1 <= tm.tm_year <= 9999:
+        raise ValueError(f"year {tm.tm_year} is out of range")
+    return time.strftime("%Y-%m-%dT%H:%M:%S", tm) + f".{micros // 1000:03d}Z"
+
+
+# what iso() writes (with any offset, 1-6 digits of fraction) is read here without datetime; any other
+# spelling is read by datetime as before, so what parses, and to which instant, does not depend on this
+_DAYS_BEFORE_MONTH = (0, 0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334)
+_EPOCH_ORDINAL = 719163  # 1970-01-01 in proleptic Gregorian day numbers (datetime.toordinal)
+
+
+def _ordinal(year: int, month: int, day: int) -> int | None:
+    """datetime.date(year, month, day).toordinal(), or None for a date that does not exist."""
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    if not (1 <= year <= 9999 and 1 <= month <= 12):
+        return None
+    if not 1 <= day <= (29 if month == 2 and leap else (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)[month - 1]):
+        return None
+    y = year - 1
+    return y * 365 + y // 4 - y // 100 + y // 400 + _DAYS_BEFORE_MONTH[month] + (month > 2 and leap) + day
+
+
+def _parse_own(text: str) -> float | None:
+    """The instant of `YYYY-MM-DDTHH:MM:SS.f` + `Z`, `±HH:MM` or `±HHMM`, or None to leave `text` to datetime."""
+    if text.endswith("Z"):
+        body, sign, zone = text[:-1], "+", "0000"
+    elif len(text) > 6 and text[-6] in "+-" and text[-3] == ":":
+        body, sign, zone = text[:-6], text[-6], text[-5:-3] + text[-2:]
+    elif len(text) > 5 and text[-5] in "+-":
+        body, sign, zone = text[:-5], text[-5], text[-4:]
+    else:
+        return None
+    if not 21 <= len(body) <= 26 or body[4] != "-" or body[7] != "-" or body[10] != "T" or body[13] != ":" \
+            or body[16] != ":" or body[19] != ".":
+        return None
+    parts = (body[:4], body[5:7], body[8:10], body[11:13], body[14:16], body[17:19], body[20:], zone)
+    if not all(part.isascii() and part.isdigit() for part in parts):  # 0-9 only, as int() reads them
+        return None
+    year, month, day, hour, minute, second = (int(part) for part in parts[:6])
+    ordinal = _ordinal(year, month, day)
+    off_h, off_m = int(zone[:2]), int(zone[2:])
+    if ordinal is None or hour > 23 or minute > 59 or second > 59 or off_h > 23 or off_m > 59:
+        return None
+    offset_s = (off_h * 3600 + off_m * 60) * (-1 if sign == "-" else 1)
+    seconds = (ordinal - _EPOCH_ORDINAL) * 86400 + hour * 3600 + minute * 60 + second - offset_s
+    return (seconds * 1000000 + int(parts[6].ljust(6, "0"))) / 1000000  # as timedelta.total_seconds()
 
 
 def parse_iso(text: str | None) -> float | None:
+    """The POSIX time of an ISO 8601 text (no offset: local time), None if it is not one."""
     if not text:
         return None
+    if isinstance(text, str):
+        ts = _parse_own(text)
+        if ts is not None:
+            return ts
+    from datetime import datetime  # only for spellings iso() does not write
+
     try:
         return datetime.strptime(text.replace("Z", "+0000"), "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
     except ValueError:
@@ -156,7 +216,7 @@ def _f(kind: str, default=None):
     return field(default=default, metadata={"kind": kind})
 
 
-@dataclass
+@record
 class RunRecord:
     """What a supervisor records of its run in state.json: the one field list, read and written here only.
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 import os
 import re
 import signal
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hbwrap.errors import UsageError
 from hbwrap.model import RestartMode
+from hbwrap.record import asdict, field, fields, record
 
 DEFAULT_PROGRESS_PATTERN = r"^\s*checkpoint[:=]\s*(\S.*?)\s*$"
 DEFAULT_RETRY_AFTER_PATTERN = r"^\s*retry[-_ ]after[:=]\s*(\S+)\s*$"
@@ -184,7 +184,7 @@ def default_state_dir(env: dict[str, str] | None = None) -> Path:
     return Path("~/.local/state/hbwrap").expanduser()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RunOptions:
     """Every setting of one `hbwrap run`, validated. Durations in seconds, sizes in bytes."""
 
@@ -242,7 +242,7 @@ class RunOptions:
 
     @classmethod
     def from_json(cls, data: dict) -> "RunOptions":
-        known = {f for f in cls.__dataclass_fields__}
+        known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         if values.get("alert_on") is not None:
             values["alert_on"] = tuple(values["alert_on"])

@@ -1,10 +1,9 @@
 """Process identity from /proc, descendant discovery and signals that are only ever sent to verified processes."""
 from __future__ import annotations
 
-import ctypes
+import collections
 import os
 import signal
-from typing import NamedTuple
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -116,6 +115,8 @@ def signal_verified(pid: int | None, recorded_start: int | None, sig: int) -> bo
 def set_child_subreaper() -> bool:
     """Make this process adopt orphaned descendants (prctl PR_SET_CHILD_SUBREAPER)."""
     try:
+        import ctypes  # here, not at the top: only the supervisor asks, once; ctypes costs a few hundred KB
+
         libc = ctypes.CDLL(None, use_errno=True)
         return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     except (OSError, AttributeError):
@@ -239,22 +240,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
-class ProcStat(NamedTuple):
-    """The fields of /proc/PID/stat that hbwrap uses (times in clock ticks, rss in pages)."""
-
-    pid: int
-    comm: str
-    state: str
-    ppid: int
-    pgid: int
-    sid: int
-    utime: int
-    stime: int
-    cutime: int
-    cstime: int
-    threads: int
-    start: int
-    rss_pages: int
+ProcStat = collections.namedtuple(  # a namedtuple, not typing.NamedTuple: typing is not imported to run
+    "ProcStat", "pid comm state ppid pgid sid utime stime cutime cstime threads start rss_pages")
+ProcStat.__doc__ = "The fields of /proc/PID/stat that hbwrap uses (times in clock ticks, rss in pages)."
 
 
 def parse_stat(pid: int, data: bytes) -> ProcStat | None:

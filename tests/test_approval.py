@@ -220,6 +220,8 @@ def test_an_answer_after_the_window_closed_is_refused(hb):
     first = hb.start("run", "--name", "late", "--no-self-heal", *STALL, "--restart-approval", "1s",
                      "--", *stalls_once(hb))
     pending(hb, "late")
+    # the event is written before state.json is: the kill must not come between the two
+    wait_until(lambda: hb.state("late").get("approval_until"), 5)
     first.send_signal(signal.SIGKILL)  # nobody applies the default: the record still says awaiting-approval
     first.wait()
     wait_until(lambda: parse_iso(hb.state("late")["approval_until"]) < __import__("time").time(), 5)

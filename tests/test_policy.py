@@ -1,12 +1,12 @@
 """hbwrap.policy: pure decisions, driven with injected monotonic instants (seconds, ms-scale values)."""
 import random
-from dataclasses import replace
 
 import pytest
 
 from hbwrap import policy
 from hbwrap.model import AttemptEnd, DecisionKind, RestartMode, StallReason
 from hbwrap.options import RunOptions
+from hbwrap.record import replace
 
 R = StallReason
 

@@ -2,11 +2,13 @@
 off, and what follows an attempt that ended. No I/O, no clock: every instant is passed in."""
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass
-
 from hbwrap.model import AttemptEnd, Decision, DecisionKind, RestartMode, RunRecord, StallReason
 from hbwrap.options import RunOptions
+from hbwrap.record import record
+
+TYPE_CHECKING = False  # typing's own flag without importing typing (ruff and mypy honour it)
+if TYPE_CHECKING:
+    import random
 
 # when several deadlines fall due together, the one that says most about the run wins
 _PRIORITY = {StallReason.DEADLINE: 0, StallReason.TIMEOUT: 1, StallReason.RESPONSE: 2, StallReason.PROGRESS: 3,
@@ -14,7 +16,7 @@ _PRIORITY = {StallReason.DEADLINE: 0, StallReason.TIMEOUT: 1, StallReason.RESPON
 STATE_RENEW_S = 10.0          # an idle supervisor still rewrites its record (its lease) this often
 
 
-@dataclass
+@record
 class Clocks:
     """Monotonic instants (seconds) the deadlines are computed from."""
 

@@ -2,8 +2,6 @@
 `wake_at` says when something is next due. Pure: no I/O, every instant is passed in (monotonic seconds)."""
 from __future__ import annotations
 
-import random
-
 from hbwrap.activity import activity_alive
 from hbwrap.retryafter import parse_retry_after
 
@@ -18,6 +16,10 @@ from hbwrap.policy.state import (ADD_DUMP, DUMP, EMIT, FAIL, FORCE_KILL, KILL_PR
                                  START_PROBE, SWEEP, WRITE_STATE, Action, Observations, RunState, resume_value)
 from hbwrap.policy.state import emit as _emit
 from hbwrap.policy.state import say as _say
+
+TYPE_CHECKING = False  # typing's own flag without importing typing (ruff and mypy honour it)
+if TYPE_CHECKING:
+    import random
 
 HANDSHAKE_TIMEOUT_S = 30.0    # a keeper that has not reported by then is abandoned
 STATE_FLUSH_S = 1.0           # liveness fields reach state.json at most this late

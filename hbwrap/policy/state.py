@@ -1,12 +1,11 @@
 """The explicit state of a run as the state machine sees it, what it observes, and the actions it orders."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from hbwrap.model import AttemptEnd, Event, Phase, RunRecord, StallReason
+from hbwrap.record import field, record
 
 
-@dataclass
+@record
 class Observations:
     """What the supervisor found at one wake-up (everything is optional)."""
 
@@ -31,7 +30,7 @@ class Observations:
     check_result: dict | None = None       # the --restart-check ended: exit_code | signal | error, timed_out, output
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Action:
     """Something for the supervisor to do. `kind` is one of the names below; `args` what it needs."""
 
@@ -61,7 +60,7 @@ def say(text: str) -> Action:
     return Action(SAY, {"text": text})
 
 
-@dataclass
+@record
 class RunState:
     """The explicit state of one run: its record (what state.json holds) and what lives only in memory."""
 

@@ -1,0 +1,77 @@
+"""The modules `hbwrap run` imports, and what they do on a run, leave out the stdlib modules they do not need
+(#16: start-up time and memory per supervised job). Each check runs in a fresh interpreter."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+# what the run path no longer imports: dataclasses (and inspect, ast, dis, tokenize with it; copy), typing,
+# datetime, ctypes and pwd. hbwrap.record, collections.namedtuple, time and os.uname do their work.
+LEFT_OUT = ("dataclasses", "inspect", "ast", "dis", "tokenize", "copy", "typing", "datetime", "ctypes", "pwd")
+RUN_PATH = ("hbwrap.entry", "hbwrap.runargs", "hbwrap.config_merge", "hbwrap.policy", "hbwrap.model",
+            "hbwrap.options", "hbwrap.procs", "hbwrap.approval", "hbwrap.activity", "hbwrap.record")
+
+# a run's use of these modules: options built and stored, the record written and read back, one decision
+EXERCISE = """
+import random
+from hbwrap import policy
+from hbwrap.model import AttemptEnd, RunRecord, iso, parse_iso
+from hbwrap.options import RunOptions, build_run_options
+from hbwrap.record import replace
+opts = build_run_options(command=["sleep", "1"], name="lean", state_dir="/tmp/lean-imports",
+                         response_timeout="5s", restart="on-failure")
+again = RunOptions.from_json(json.loads(json.dumps(opts.to_json())))
+assert again == opts and replace(opts, quiet=True).quiet
+rec = RunRecord(name="lean", run_id="r1", started_at=100.0, attempt_started_at=100.0, command=["sleep", "1"],
+                options=opts.to_json())
+doc = json.loads(json.dumps(rec.to_doc(1.7e9)))
+assert RunRecord.from_doc(doc, 1.7e9).started_at == 100.0 and parse_iso(iso(1.7e9)) == 1.7e9
+st = policy.RunState(rec)
+actions = policy.advance(st, policy.Observations(), 100.0, opts, random.Random(1))
+assert actions and policy.decide(opts, AttemptEnd(exit_code=1), 0, 101.0, 100.0, random.Random(1)).kind.value
+"""
+
+
+def _modules(code: str) -> set[str]:
+    probe = f"import sys, json\n{code}\nsys.stdout.write(json.dumps(sorted(sys.modules)))\n"
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"), stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    return set(json.loads(r.stdout))
+
+
+def _bare() -> set[str]:
+    """What this venv's interpreter has imported before any hbwrap code (site, the editable finder)."""
+    return _modules("pass")
+
+
+def test_the_run_path_modules_import_none_of_the_left_out_ones():
+    added = _modules("import " + ", ".join(RUN_PATH)) - _bare()
+    assert set(RUN_PATH) <= added
+    assert sorted(m for m in added if m.split(".")[0] in LEFT_OUT) == []
+
+
+def test_a_run_through_the_policy_imports_none_of_them_either():
+    added = _modules("import json\n" + EXERCISE) - _bare()
+    assert "hbwrap.policy.machine" in added
+    assert sorted(m for m in added if m.split(".")[0] in LEFT_OUT) == []
+
+
+def test_what_is_imported_lazily_still_works_when_it_is_needed():
+    code = """
+from hbwrap import approval, procs
+from hbwrap.model import parse_iso
+assert "ctypes" not in sys.modules and "pwd" not in sys.modules and "datetime" not in sys.modules
+print(json.dumps({"who": approval.who(), "subreaper": procs.set_child_subreaper(),
+                  "other_spelling": parse_iso("2024-01-01T00:00:00+00:00")}))
+"""
+    r = subprocess.run([sys.executable, "-c", "import sys, json\n" + code], capture_output=True, text=True,
+                       timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["who"].endswith("@" + socket.gethostname()) and got["who"].split("@")[0]
+    assert got["subreaper"] is True
+    assert got["other_spelling"] == 1704067200.0
