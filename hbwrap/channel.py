@@ -22,7 +22,6 @@ reader has reached its position, so its memory holds at most one frame.
 """
 from __future__ import annotations
 
-import collections
 import errno
 import fcntl
 import os
@@ -31,6 +30,11 @@ import struct
 import time
 
 from hbwrap import jsonlite
+
+try:  # collections' own deque, without the rest of collections (half a megabyte of the keeper)
+    from _collections import deque
+except ImportError:  # pragma: no cover - not CPython
+    from collections import deque
 
 HEADER = struct.Struct("!cQQcI")  # kind, generation (W: errno), offset, stream, body length
 DATA, DROPPED, RECORD, WARNING = b"D", b"X", b"K", b"W"
@@ -71,7 +75,7 @@ class ChannelWriter:
         self.clock = clock
         os.set_blocking(fd, False)
         _grow(fd)
-        self.queue: collections.deque[list] = collections.deque()
+        self.queue: deque[list] = deque()
         self.queued = 0          # bytes of output (D bodies) queued, not yet in the pipe
         self.dead = False        # the supervisor's end is closed
         self.line_sent = False   # frames wait for the handshake line, which comes first

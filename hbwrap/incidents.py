@@ -10,6 +10,8 @@ from hbwrap.options import RunOptions
 
 BASELINE_EVERY_S = 30.0    # a tree sample for CPU shares, at most this often (on wake-ups that happen anyway)
 BASELINE_AGE_S = 60.0      # shares are over the last minute: the newest sample at least this old
+FIRST_BASELINE_S = 0.25    # the first sample once an attempt has run this long: a command that ends sooner
+                           # (`true`) is not held up by a walk of /proc (2 ms with 80 processes)
 TAIL_BYTES = 64 * 1024     # of the attempt's output, for its last 50 lines
 DUMP_BYTES = 256 * 1024    # of what was written during --dump-wait, searched for the stack dump
 
@@ -32,10 +34,11 @@ class Incidents:
             self._store = IncidentStore(self.job.path)
         return self._store
 
-    def keep_baseline(self, handle, now: float) -> None:
+    def keep_baseline(self, handle, now: float, attempt_started_at: float | None) -> None:
         """Now and then, a sample of the running attempt's tree: the incident's CPU shares are over the last
         minute (taken on wake-ups that happen anyway: an idle supervisor stays idle)."""
-        if now < self.next_baseline_at:
+        young = attempt_started_at is not None and now < attempt_started_at + FIRST_BASELINE_S
+        if young or now < self.next_baseline_at:
             return
         self.next_baseline_at = now + BASELINE_EVERY_S
         sample = handle.sample(now)

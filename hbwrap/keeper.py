@@ -35,17 +35,16 @@ import errno
 import marshal
 import os
 import select
-import signal
 import sys
 import time
 
 from hbwrap import jsonlite, procs
 from hbwrap.channel import SPILL_STALL_S, ChannelWriter
-from hbwrap.errors import StateError
 from hbwrap.jobfiles import (CURSOR_FILE, INDEX_FILE, KEEPER_FILE, LOG_FILE, STATE_FILE, make_reserve, open_job_file,
                              read_job_file, write_atomic)
 from hbwrap.leasecheck import read_only, renewed_at
 from hbwrap.output import LogWriter
+from hbwrap.procs import signal  # without signal.py's enums
 from hbwrap.spawn import pty_peer, spawn, start_child
 
 READ_SIZE = 1 << 20
@@ -74,7 +73,7 @@ def read_record(path: str) -> dict:
     """A JSON record of the job dir (state.json, keeper.json); {} when it is missing or not a readable one."""
     try:
         doc = jsonlite.loads(read_job_file(path, 4 * 1024 * 1024))
-    except (OSError, ValueError, StateError):
+    except Exception:  # OSError, ValueError, or errors.StateError for a planted file (errors.py pulls in enum)
         return {}
     return doc if isinstance(doc, dict) else {}
 
@@ -268,15 +267,15 @@ class Keeper:
             finally:
                 os.close(fd)
             run_id, reader_gen = parts[0].decode(), int(parts[3] if len(parts) > 3 else parts[1])
-        except (OSError, StateError, ValueError, IndexError, UnicodeDecodeError):
+        except Exception:  # unreadable, planted (StateError), or not a cursor: no reader to wait for
             return True
         if run_id != self.spec["run_id"] or time.time() - st.st_mtime > CURSOR_STALE_S:
             return True
         return reader_gen >= generation - 1  # rotating deletes generation - 1
 
     def _save(self) -> None:
-        """keeper.json; when the disk refuses it, the last good one stays and the record goes to the supervisor
-        over the channel, and it is tried again every RETRY_S."""
+        """keeper.json, and the record over the channel; when the disk refuses the file, its last good version
+        stays and it is tried again every RETRY_S."""
         self.record["replacements"] = [list(r) for r in self.watch.replacements]
         if self.writer is not None:
             self.record["log_missing"] = self.writer.missing  # bytes of output the log could not take
@@ -287,13 +286,15 @@ class Keeper:
                          reserve=bool(self.record["ended_at"]))
         except OSError as exc:
             self._cannot_write(str(self.job.keeper_file), exc)
-            if self.record != self.record_sent:  # (retries of the same record are not news)
-                self.channel.record(self.record)
-                self.record_sent = jsonlite.loads(jsonlite.dumps(self.record))
             self.unsaved = True
             self._retry_soon()
-            return
-        self.unsaved = False
+        else:
+            self.unsaved = False
+        # and over the channel, whose descriptor the supervisor polls: it hears of an exit at once, also
+        # before its inotify watch exists (a run's first half second) and when the disk refused the file
+        if self.record != self.record_sent:  # (retries of the same record are not news)
+            self.channel.record(self.record)
+            self.record_sent = jsonlite.loads(jsonlite.dumps(self.record))
 
     def _cannot_write(self, path: str, exc: OSError) -> None:
         """Said once per file: in keeper.err if it can be, and to the supervisor, who says it on hbwrap's stderr."""

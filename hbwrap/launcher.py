@@ -9,6 +9,7 @@ import errno
 import json
 import marshal
 import os
+import select
 import signal
 import sys
 import time
@@ -290,8 +291,16 @@ class AttemptHandle:
         if not self._released:
             return
         end = time.monotonic() + timeout_s
-        while self.keeper_alive() and time.monotonic() < end:
-            time.sleep(0.005)
+        pidfd = procs.pidfd_open(self.keeper_pid) if self.own_keeper is not None else None
+        try:
+            while self.keeper_alive() and (left := end - time.monotonic()) > 0:
+                if pidfd is not None:
+                    select.select([pidfd], [], [], min(left, 0.05))  # readable once it has exited
+                else:
+                    time.sleep(0.005)
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
         if self.own_keeper is not None and self.own_keeper.poll() is not None:
             self.own_keeper.wait()
 

@@ -1,9 +1,12 @@
 """Process identity from /proc, descendant discovery and signals that are only ever sent to verified processes."""
 from __future__ import annotations
 
-import collections
 import os
-import signal
+
+try:  # signal's functions and constants without its IntEnums: signal.py imports enum, 0.9 MB of a keeper
+    import _signal as signal
+except ImportError:  # pragma: no cover - not CPython
+    import signal
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -240,9 +243,26 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
-ProcStat = collections.namedtuple(  # a namedtuple, not typing.NamedTuple: typing is not imported to run
-    "ProcStat", "pid comm state ppid pgid sid utime stime cutime cstime threads start rss_pages")
-ProcStat.__doc__ = "The fields of /proc/PID/stat that hbwrap uses (times in clock ticks, rss in pages)."
+class ProcStat(tuple):
+    """The fields of /proc/PID/stat that hbwrap uses (times in clock ticks, rss in pages): a namedtuple made
+    by hand, as collections is half a megabyte the keeper does without."""
+
+    __slots__ = ()
+    _fields = ("pid", "comm", "state", "ppid", "pgid", "sid", "utime", "stime", "cutime", "cstime", "threads",
+               "start", "rss_pages")
+
+    def __new__(cls, *values):
+        if len(values) != len(cls._fields):
+            raise TypeError(f"ProcStat takes {len(cls._fields)} values, not {len(values)}")
+        return tuple.__new__(cls, values)
+
+    def __repr__(self) -> str:
+        return "ProcStat(" + ", ".join(f"{name}={value!r}" for name, value in zip(self._fields, self)) + ")"
+
+
+for _i, _name in enumerate(ProcStat._fields):
+    setattr(ProcStat, _name, property(lambda self, i=_i: self[i]))
+del _i, _name
 
 
 def parse_stat(pid: int, data: bytes) -> ProcStat | None:

@@ -16,6 +16,7 @@ import os
 
 from hbwrap import procs
 from hbwrap.output import STDERR, STDOUT
+from hbwrap.procs import signal  # without signal.py's enums
 
 PTY_ROWS, PTY_COLS = 50, 500
 TIOCGPTPEER = 0x5441  # _IO('T', 0x41), the asm-generic value (x86, arm, riscv, s390)
@@ -121,9 +122,8 @@ def start_child(argv: list[str], env: dict[str, str], *, cwd: str | None = None,
 
 
 def _prepare_child(cwd, stdin, stdout, stderr, new_session, new_group, default_signals, ignored_signals) -> None:
-    """In the forked child: descriptors, process group or session, signal dispositions, directory."""
-    import signal
-
+    """In the forked child: descriptors, process group or session, signal dispositions, directory. (No import
+    here: whatever the child imports before its exec, the keeper waits for.)"""
     if stdin is None:
         stdin = os.open(os.devnull, os.O_RDONLY)
     for target, fd in ((0, stdin), (1, stdout), (2, stderr)):

@@ -7,8 +7,8 @@ hbwrap's stdout, a hanging webhook or a slow keeper cannot delay a deadline, a s
 """
 from __future__ import annotations
 
+import gc
 import os
-import random
 import select
 import signal
 import time
@@ -36,6 +36,20 @@ MAX_WAIT_S = 3600.0           # poll() takes at most ~24.8 days; waking early is
 # sooner never pays for tearing a watch down, 10-20 ms in close() while the kernel waits out an SRCU
 # grace period, a tenth of a `hbwrap run -- true`.
 INOTIFY_AFTER_S = 0.5
+
+
+class LazyRandom:
+    """A random.Random made when first used (back-off jitter): a run that never backs off never imports random."""
+
+    def __init__(self):
+        self._rng = None
+
+    def __getattr__(self, name: str):
+        if self._rng is None:
+            import random
+
+            self._rng = random.Random()
+        return getattr(self._rng, name)
 
 
 class SystemClock:
@@ -110,11 +124,11 @@ class SignalPipe:
 class Supervisor:
     """Runs one job to its end: attempts, deadlines, kills, restarts, events and state."""
 
-    def __init__(self, opts: RunOptions, *, clock=None, launcher=None, waiter=None, rng: random.Random | None = None,
+    def __init__(self, opts: RunOptions, *, clock=None, launcher=None, waiter=None, rng=None,
                  stdout_fd: int = 1, stderr_fd: int = 2, by: str = "run", base_env: dict[str, str] | None = None,
                  discard_output: bool = False, use_inotify: bool = True):
         self.clock = clock or SystemClock()
-        self.rng = rng or random.Random()
+        self.rng = rng or LazyRandom()
         self.state_dir = StateDir(opts.state_dir)
         self.job: JobDir = self.state_dir.job(opts.name)
         self.stdout_fd, self.stderr_fd = stdout_fd, stderr_fd
@@ -315,6 +329,10 @@ class Supervisor:
 
     # --- the loop ----------------------------------------------------------------------------------
     def _loop(self) -> int:
+        # what start-up made lives as long as the supervisor: out of the collector's way for good, and the
+        # collector back on (entry.run_command turns it off for the start)
+        gc.freeze()
+        gc.enable()
         st = self.st
         turns = 0
         while not (st.phase is Phase.CLOSING and self.journal.alerts_closed(self.clock.mono())
@@ -383,7 +401,7 @@ class Supervisor:
         if self.incidents.sample is not None:  # asked for by policy (--activity)
             obs.activity, self.incidents.sample = self.incidents.sample, None
         elif self.attempt.handle is not None and self.st.phase is Phase.RUNNING:
-            self.incidents.keep_baseline(self.attempt.handle, now)
+            self.incidents.keep_baseline(self.attempt.handle, now, self.st.rec.attempt_started_at)
         if self.journal.alert_fd() in ready:
             self.journal.alerts_woke()
         if self.lease is not None and self.lease.fd() in ready:

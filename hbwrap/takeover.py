@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from dataclasses import replace
+from hbwrap.record import replace
 
 from hbwrap import procs
 from hbwrap.errors import StateError

@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "scripts" / "bench.py"
-SCENARIOS = ["startup", "output", "binary", "idle", "detection", "kill", "memory", "scale", "takeover", "selfheal",
+SCENARIOS = ["startup", "jobmem", "output", "binary", "idle", "detection", "kill", "memory", "scale", "takeover", "selfheal",
              "blocked", "incident", "repeat", "fleet", "approval"]
 
 

@@ -119,7 +119,9 @@ def test_what_it_declines_goes_to_typer(args):
 
 
 def _imported_by(argv: list[str], env: dict) -> dict:
-    probe = ("import sys, json\n"
+    probe = ("import sys, json, os\n"
+             "def _exit(code):\n    raise SystemExit(code)\n"
+             "os._exit = _exit\n"  # a run ends with os._exit (entry.finish): turn it back into SystemExit here
              f"sys.argv = ['hbwrap'] + {argv!r}\n"
              "from hbwrap.entry import main\n"
              "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
