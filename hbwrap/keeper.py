@@ -27,7 +27,7 @@ supervisor releases it, or until a later attempt's keeper exists.
 It is a small process (SPEC's promise of a keeper per running job): its interpreter starts without site,
 and it imports only what it uses (os, select, signal, and the light modules jobfiles, jsonlite,
 leasecheck, channel, output, spawn, procs): no json package, pathlib, subprocess, typer or dataclasses.
-tests/test_lean.py holds it to that.
+tests/test_lean_imports.py holds it to that.
 """
 from __future__ import annotations
 

@@ -75,3 +75,38 @@ print(json.dumps({"who": approval.who(), "subreaper": procs.set_child_subreaper(
     assert got["who"].endswith("@" + socket.gethostname()) and got["who"].split("@")[0]
     assert got["subreaper"] is True
     assert got["other_spelling"] == 1704067200.0
+
+
+# what the supervisor imports only when a run uses it: a probe or an alert command (subprocess), a webhook or
+# ping (threading, urllib, ssl, http), a failure's traceback, back-off jitter (random), the CLI and its views
+# (typer, rich), the config file (tomllib, tomli_w), a lease across hosts (psycopg), an approval's who (socket)
+SUPERVISOR = ("hbwrap.entry", "hbwrap.runargs", "hbwrap.config_merge", "hbwrap.supervisor", "hbwrap.takeover")
+SUPERVISOR_LEAVES_OUT = ("subprocess", "socket", "traceback", "random", "threading", "urllib", "ssl", "http",
+                         "typer", "click", "rich", "tomllib", "tomli_w", "psycopg", "hbwrap.cli", "hbwrap.alerts",
+                         "hbwrap.views", "hbwrap.lease_pg")
+
+
+def test_the_supervisor_imports_what_a_run_may_need_only_when_it_needs_it():
+    added = _modules("import " + ", ".join(SUPERVISOR)) - _bare()
+    assert set(SUPERVISOR) <= added
+    assert sorted(m for m in added if m in SUPERVISOR_LEAVES_OUT or m.split(".")[0] in SUPERVISOR_LEAVES_OUT
+                  or any(m.startswith(p + ".") for p in SUPERVISOR_LEAVES_OUT)) == []
+
+
+# the keeper runs as `python -I -S` (no site, no venv): os, signal (as _signal), select, fcntl and its own
+# modules; none of the stdlib packages a full hbwrap start brings, nor hbwrap's state code
+KEEPER_LEAVES_OUT = ("json", "re", "enum", "collections", "pathlib", "subprocess", "typing", "dataclasses",
+                     "threading", "signal", "functools", "hbwrap.errors", "hbwrap.model", "hbwrap.jobstore",
+                     "hbwrap.options", "hbwrap.supervisor", "hbwrap.record")
+
+
+def test_the_keeper_imports_almost_nothing():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    probe = (f"import sys\nsys.path.insert(0, {root!r})\nbefore = set(sys.modules)\nimport hbwrap.keeper\n"
+             "sys.stdout.write(' '.join(sorted(set(sys.modules) - before)))\n")
+    r = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, timeout=60,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    added = set(r.stdout.split())
+    assert "hbwrap.keeper" in added and "hbwrap.spawn" in added
+    assert sorted(m for m in added if m in KEEPER_LEAVES_OUT or m.split(".")[0] in KEEPER_LEAVES_OUT) == []

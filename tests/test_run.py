@@ -719,6 +719,21 @@ def test_pythonunbuffered_already_set_is_kept(hb):
     assert json.load(open(env))["PYTHONUNBUFFERED"] == "x"
 
 
+@pytest.mark.parametrize("mode", [[], ["--pty"]], ids=["pipes", "pty"])
+def test_under_a_c_locale_the_command_gets_no_locale_it_was_not_given(hb, mode):
+    """cron gives no LANG or LC_*: Python (hbwrap) coerces its own locale to C.UTF-8 and sets LC_CTYPE in its
+    os.environ (PEP 538), but the command's environment is exactly hbwrap's own plus HBWRAP_* (SPEC §6)."""
+    bare = {k: v for k, v in hb.env.items() if not (k.startswith("LC_") or k in ("LANG", "LANGUAGE"))}
+    out = hb.path("env.txt")
+    r = hb.run("run", "--name", "cron-env", *mode, "--", "sh", "-c", f"env > {out}", env=bare)
+    assert r.returncode == 0, r
+    seen = dict(line.split("=", 1) for line in open(out).read().splitlines() if "=" in line)
+    assert not [k for k in seen if k.startswith("LC_") or k in ("LANG", "LANGUAGE")], seen
+    given = {"PYTHONUNBUFFERED", "PWD", "SHLVL", "_"} | ({"PAGER", "TERM", "COLUMNS", "LINES"} if mode else set())
+    added = set(seen) - set(bare)  # (sh adds PWD, SHLVL and _; --pty: PAGER=cat and a wide window, SPEC §9)
+    assert added and all(k.startswith("HBWRAP_") or k in given for k in added), added
+
+
 def test_custom_checkpoint_and_heartbeat_files(hb):
     env, cp = hb.path("env.json"), hb.path("my-checkpoint")
     r = hb.run("run", "--name", "files", "--checkpoint-file", cp, "--heartbeat-file", hb.path("my-heartbeat"),
