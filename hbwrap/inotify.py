@@ -1,9 +1,10 @@
-"""A minimal inotify binding (ctypes, Linux): lets the supervisor sleep until a watched file changes."""
+"""A minimal inotify binding (Linux, through hbwrap.libc): lets the supervisor sleep until a watched file changes."""
 from __future__ import annotations
 
-import ctypes
 import os
 import struct
+
+from hbwrap.libc import call
 
 IN_MODIFY = 0x002
 IN_ATTRIB = 0x004
@@ -23,19 +24,14 @@ class Inotify:
     """Directory watches; `read()` returns the set of (directory, name) pairs that changed."""
 
     def __init__(self):
-        self._libc = ctypes.CDLL(None, use_errno=True)
-        fd = self._libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
-        if fd < 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
-        self.fd = fd
+        self.fd = call("inotify_init1", IN_NONBLOCK | IN_CLOEXEC)
         self._dirs: dict[int, str] = {}
 
     def watch_dir(self, path: str) -> None:
-        wd = self._libc.inotify_add_watch(self.fd, os.fsencode(path), DIR_MASK)
-        if wd < 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err), path)
+        try:
+            wd = call("inotify_add_watch", self.fd, os.fsencode(path), DIR_MASK)
+        except OSError:
+            raise OSError(f"inotify_add_watch failed for {path}") from None
         self._dirs[wd] = path
 
     def read(self) -> set[tuple[str, str]] | None:

@@ -7,12 +7,12 @@ of ours with no other hard link (open_job_file), so nobody can make hbwrap write
 from __future__ import annotations
 
 import errno
-import json
 import os
 import stat
 import time
 from pathlib import Path
 
+from hbwrap import jsonlite
 from hbwrap.errors import StateError, UnknownJob
 from hbwrap.jobfiles import (CURSOR_FILE, INDEX_FILE, KEEPER_FILE, LOG_FILE, STATE_FILE, file_problem, fix_hint,
                              refuse_file, reserve_path)
@@ -29,7 +29,7 @@ def new_run_id() -> str:
 
 
 def write_json_atomic(path: Path, data: dict, fsync: bool = True, reserve: bool = False) -> None:
-    write_atomic(path, (json.dumps(data, sort_keys=True) + "\n").encode(), fsync=fsync, reserve=reserve)
+    write_atomic(path, (jsonlite.dumps(data) + "\n").encode(), fsync=fsync, reserve=reserve)
 
 
 def read_json(path: Path) -> dict | None:
@@ -41,7 +41,7 @@ def read_json(path: Path) -> dict | None:
     except OSError as exc:
         raise StateError(f"cannot read {path}: {exc.strerror}") from None
     try:
-        data = json.loads(raw)
+        data = jsonlite.loads(raw)
     except ValueError:
         raise StateError(f"{path} is corrupt (not valid JSON)") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION:
@@ -237,7 +237,7 @@ class JobDir:
 
     @staticmethod
     def event_line(event: dict) -> bytes:
-        return (json.dumps(event, sort_keys=False) + "\n").encode()
+        return (jsonlite.dumps(event, sort_keys=False) + "\n").encode()
 
     def append_event_line(self, line: bytes) -> None:
         append_line(self.events_file, line)
@@ -258,7 +258,7 @@ def iter_events(path: Path, start: int = 0):
             if not line.endswith(b"\n"):
                 break
             try:
-                event = json.loads(line)
+                event = jsonlite.loads(line)
             except ValueError:
                 continue
             if isinstance(event, dict):

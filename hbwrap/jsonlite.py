@@ -1,8 +1,9 @@
-"""JSON for the keeper without the json package: json imports re and enum, 1.2 MB of a 5 MB keeper.
+"""JSON without the json package, for the keeper and the supervisor's records: json imports re and enum
+(1.2 MB of a 5 MB keeper) and compiles its regular expressions (about 0.3 MB of a supervisor).
 
-The parsing and the string escaping are json's own C accelerator (`_json`), driven the way json.decoder
-and json.encoder drive it, so what comes out is what json.loads and json.dumps(sort_keys=True) give for
-the documents hbwrap writes (tests/test_jsonlite.py compares them). Where `_json` is missing (not
+The parsing and the encoding are json's own C accelerator (`_json`), driven the way json.decoder and
+json.encoder drive it, so what comes out is what json.loads and json.dumps give for the documents hbwrap
+writes (tests/test_jsonlite.py compares them). Where `_json` is missing (not
 CPython), the json package does the work.
 """
 from __future__ import annotations
@@ -45,6 +46,10 @@ def loads(text: str | bytes) -> object:
         value, end = _scan(text, start)
     except StopIteration as exc:
         raise ValueError(f"not JSON: expected a value at character {exc.value}") from None
+    except SystemError:
+        # _json raises its errors as json.decoder.JSONDecodeError, which it looks up in sys.modules only:
+        # where the json package was never imported it returns NULL without an exception instead
+        raise ValueError("not JSON") from None
     while end < len(text) and text[end] in _WHITESPACE:
         end += 1
     if end != len(text):
@@ -52,55 +57,25 @@ def loads(text: str | bytes) -> object:
     return value
 
 
-def _float(value: float) -> str:
-    if value != value:
-        return "NaN"
-    if value in (float("inf"), float("-inf")):
-        return "Infinity" if value > 0 else "-Infinity"
-    return float.__repr__(value)
+def _not_serializable(value: object):
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-def _encode(value: object, out: list[str]) -> None:
-    if isinstance(value, str):
-        out.append(_json.encode_basestring_ascii(value))
-    elif value is None:
-        out.append("null")
-    elif value is True:
-        out.append("true")
-    elif value is False:
-        out.append("false")
-    elif isinstance(value, int):
-        out.append(int.__repr__(value))
-    elif isinstance(value, float):
-        out.append(_float(value))
-    elif isinstance(value, (list, tuple)):
-        out.append("[")
-        for i, item in enumerate(value):
-            if i:
-                out.append(", ")
-            _encode(item, out)
-        out.append("]")
-    elif isinstance(value, dict):
-        out.append("{")
-        for i, key in enumerate(sorted(value)):
-            if not isinstance(key, str):
-                raise TypeError(f"keys must be str, not {type(key).__name__}")
-            if i:
-                out.append(", ")
-            out.append(_json.encode_basestring_ascii(key))
-            out.append(": ")
-            _encode(value[key], out)
-        out.append("}")
-    else:
-        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+def _encoder(sort_keys: bool):
+    # json.encoder's own C encoder, made as json.dumps makes it (default separators, ensure_ascii, allow_nan;
+    # no circular check: hbwrap's documents are trees)
+    return _json.make_encoder(None, _not_serializable, _json.encode_basestring_ascii, None, ": ", ", ",
+                              sort_keys, False, True)
 
 
-def dumps(value: object) -> str:
-    """json.dumps(value, sort_keys=True) for str keys and None, bool, int, float, str, list, tuple, dict values."""
-    if _json is None:  # pragma: no cover
+_ENCODERS = {True: _encoder(True), False: _encoder(False)} if _json is not None else None
+
+
+def dumps(value: object, sort_keys: bool = True) -> str:
+    """json.dumps(value, sort_keys=sort_keys) for str keys and None, bool, int, float, str, list, tuple, dict
+    values; TypeError for anything else."""
+    if _ENCODERS is None:  # pragma: no cover
         import json
 
-        return json.dumps(value, sort_keys=True)
-    out: list[str] = []
-    _encode(value, out)
-    return "".join(out)
+        return json.dumps(value, sort_keys=sort_keys)
+    return "".join(_ENCODERS[sort_keys](value, 0))

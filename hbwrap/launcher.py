@@ -6,7 +6,6 @@ carries what a full disk refused (output, the keeper's record); the handle holds
 from __future__ import annotations
 
 import errno
-import json
 import marshal
 import os
 import select
@@ -16,7 +15,7 @@ import time
 from pathlib import Path
 
 import hbwrap
-from hbwrap import procs
+from hbwrap import jsonlite, procs
 from hbwrap.channel import ChannelReader
 from hbwrap.errors import HbwrapError, StateError
 from hbwrap.jobstore import JobDir, open_job_file, read_job_file, write_atomic
@@ -334,7 +333,7 @@ class Launcher:
         """
         full = {"schema": SCHEMA_VERSION, **spec}
         try:
-            write_atomic(self.job.keeper_spec_file, json.dumps(full, sort_keys=True).encode() + b"\n", fsync=False)
+            write_atomic(self.job.keeper_spec_file, jsonlite.dumps(full).encode() + b"\n", fsync=False)
         except OSError:
             pass  # a full disk: the keeper reads its spec from the memfd
         try:

@@ -117,12 +117,11 @@ def signal_verified(pid: int | None, recorded_start: int | None, sig: int) -> bo
 
 def set_child_subreaper() -> bool:
     """Make this process adopt orphaned descendants (prctl PR_SET_CHILD_SUBREAPER)."""
-    try:
-        import ctypes  # here, not at the top: only the supervisor asks, once; ctypes costs a few hundred KB
+    from hbwrap.libc import call
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
+    try:
+        return call("prctl", PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except OSError:
         return False
 
 

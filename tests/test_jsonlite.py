@@ -67,9 +67,32 @@ def test_what_json_refuses_is_a_value_error(bad):
 
 
 def test_what_cannot_be_written_is_a_type_error():
-    for bad in ({1: "int key"}, {"set": {1}}, object()):
+    for bad in ({"set": {1}}, object(), [b"bytes"]):
         with pytest.raises(TypeError):
             jsonlite.dumps(bad)
+    assert jsonlite.dumps({1: "int key"}) == json.dumps({1: "int key"}, sort_keys=True)  # as json does
+
+
+def test_unsorted_keys_stay_in_their_order():
+    doc = {"ts": "t", "job": "j", "event": "e", "attempt": 1, "z": {"b": 1, "a": 2}}
+    assert jsonlite.dumps(doc, sort_keys=False) == json.dumps(doc)
+
+
+BAD = ["", " ", "{", '{"a": 1', '{"a": 1} x', "[1,]", "nul", '"\\x"', "{'a': 1}", "01", '"unterminated', "[1 2]",
+       '{"a" 1}', "tru", "-", '"\\ud800"x']
+
+
+def test_bad_input_is_a_value_error_where_the_json_package_was_never_imported():
+    # _json raises its errors as json.decoder.JSONDecodeError, found in sys.modules only: without the json
+    # package loaded (the keeper, the supervisor) it used to return NULL, a SystemError with a traceback
+    code = (f"import sys; from hbwrap import jsonlite\nfor bad in {BAD!r}:\n"
+            "    try:\n        jsonlite.loads(bad)\n    except ValueError:\n        pass\n"
+            "    else:\n        print('accepted', repr(bad))\n"
+            "print(sorted(m for m in ('json', 'json.decoder') if m in sys.modules))")
+    root = str(__import__('hbwrap').__path__[0].rsplit('/', 1)[0])
+    r = subprocess.run([sys.executable, "-I", "-S", "-c", f"import sys; sys.path.insert(0, {root!r})\n{code}"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r
 
 
 def test_it_imports_neither_json_nor_re():
