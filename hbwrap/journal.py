@@ -40,6 +40,9 @@ def span(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+WALL_STEP_S = 0.01  # a larger move of wall against monotonic time is a step of the system clock
+
+
 class Journal:
     """The supervisor's voice and memory; `st` is the run state it reports on (set once the run exists)."""
 
@@ -59,6 +62,17 @@ class Journal:
         self.unwritten: collections.deque[bytes] = collections.deque(maxlen=EVENT_BACKLOG)  # lines the disk refused
         self.said_cannot: set = set()
         self.reserved = False
+        self._offset: float | None = None
+
+    def wall_offset(self) -> float:
+        """Wall minus monotonic time, for writing monotonic instants as wall times. Held steady, so that one
+        instant reads the same in every event and in state.json (two readings of the two clocks differ by
+        microseconds, enough to round to different milliseconds); taken again only when the wall clock
+        has moved against the monotonic one (a step of the system time) by more than 10 ms."""
+        offset = self.clock.wall() - self.clock.mono()
+        if self._offset is None or abs(offset - self._offset) > WALL_STEP_S:
+            self._offset = offset
+        return self._offset
 
     def use(self, opts: RunOptions, passthrough) -> None:
         self.opts, self.passthrough = opts, passthrough
@@ -75,7 +89,7 @@ class Journal:
         rec = self.st.rec
         record = {"ts": iso(self.clock.wall()), "job": self.opts.name, "run_id": rec.run_id, "attempt": rec.attempt,
                   "event": event.value}
-        offset_s = self.clock.wall() - self.clock.mono()
+        offset_s = self.wall_offset()
         record.update({k: iso(v + offset_s) if isinstance(v, policy.At) else v
                        for k, v in fields.items() if v is not None})
         self.unwritten.append(self.job.event_line(record))
@@ -137,7 +151,7 @@ class Journal:
         rec.keeper_pid, rec.keeper_start = (held.keeper_pid, held.keeper_start) if held else (None, None)
         try:
             # how the run ended is its last word: a full disk is met with the space set aside for it
-            write_json_atomic(self.job.state_file, rec.to_doc(self.clock.wall() - now),
+            write_json_atomic(self.job.state_file, rec.to_doc(self.wall_offset()),
                               reserve=rec.status not in ACTIVE_VALUES)
             self.state_write_failed = False
             if not self.reserved:

@@ -396,7 +396,7 @@ class Supervisor:
         recheck, self.attempt.recheck = self.attempt.recheck, False
         self.observer.pump(obs, UNBOUNDED if first else PUMP_BUDGET, now)
         self.observer.check_files(None if first else changed, obs)
-        self.observer.check_answer(None if first else changed, obs, self.clock.wall() - now)
+        self.observer.check_answer(None if first else changed, obs, self.journal.wall_offset())
         self.attempt.observe(obs, self.st, ready, changed, now, first or recheck, self.observer)
         if self.incidents.sample is not None:  # asked for by policy (--activity)
             obs.activity, self.incidents.sample = self.incidents.sample, None

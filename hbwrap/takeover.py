@@ -104,7 +104,7 @@ def adopt(sup, doc: dict, killed_hung: int | None) -> None:
     opts = recorded_options(job, doc, sup.state_dir)
     sup.use_options(replace(opts, quiet=opts.quiet or sup.opts.quiet, verbose=opts.verbose or sup.opts.verbose))
     now = sup.clock.mono()
-    rec = RunRecord.from_doc(doc, sup.clock.wall() - now)
+    rec = RunRecord.from_doc(doc, sup.journal.wall_offset())
     previous = rec.supervisor_pid
     rec.generation += 1
     if sup.by == "keeper":
