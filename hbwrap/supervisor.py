@@ -32,10 +32,12 @@ INHERITED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signa
 KEEPER_EXIT_WAIT_S = 2.0      # at the end: a released keeper exits at once; wait for it so it holds no pipe
 STATUS_LINE_EVERY_S = 1.0     # live status line refresh, only when stderr is a terminal
 MAX_WAIT_S = 3600.0           # poll() takes at most ~24.8 days; waking early is harmless
-# Files are polled (every POLL_FALLBACK_S) for this long before the inotify watch is made: a run that ends
+# Files are polled (every EARLY_POLL_S) for this long before the inotify watch is made: a run that ends
 # sooner never pays for tearing a watch down, 10-20 ms in close() while the kernel waits out an SRCU
-# grace period, a tenth of a `hbwrap run -- true`.
+# grace period, a tenth of a `hbwrap run -- true`. The early polls are frequent because a command's first
+# lines (its banner, then perhaps a hang) start its response deadline: seeing them late delays it.
 INOTIFY_AFTER_S = 0.5
+EARLY_POLL_S = 0.01
 
 
 class LazyRandom:
@@ -375,7 +377,9 @@ class Supervisor:
         if self.status_line is not None:
             at.append(self.next_status_at)
         handle, check = self.attempt.handle, self.attempt.check
-        if self.inotify is None or (handle is not None and handle.pidfd is None) or (check is not None and check.polled):
+        if self._watch_at is not None:
+            at.append(now + EARLY_POLL_S)
+        elif self.inotify is None or (handle is not None and handle.pidfd is None) or (check is not None and check.polled):
             at.append(now + POLL_FALLBACK_S)
         future = [a for a in at if a is not None]
         if not future:
