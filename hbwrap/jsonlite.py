@@ -72,8 +72,8 @@ _ENCODERS = {True: _encoder(True), False: _encoder(False)} if _json is not None 
 
 
 def dumps(value: object, sort_keys: bool = True) -> str:
-    """json.dumps(value, sort_keys=sort_keys) for str keys and None, bool, int, float, str, list, tuple, dict
-    values; TypeError for anything else."""
+    """json.dumps(value, sort_keys=sort_keys) for None, bool, int, float, str, list, tuple and dict values (keys
+    as json takes them); TypeError for anything else."""
     if _ENCODERS is None:  # pragma: no cover
         import json
 
