@@ -11,6 +11,7 @@ from hbwrap.errors import HbwrapError, StateError
 from hbwrap.jobfiles import open_job_file
 from hbwrap.jobstore import JobDir
 from hbwrap.leasecheck import lease_expired, read_only, renewed_at  # noqa: F401 (lease.* for callers)
+from hbwrap.model import fmt_s
 
 HUNG_KILL_WAIT_S = 5.0
 
@@ -21,15 +22,12 @@ class SteppedDown(HbwrapError):
     exit_code = 75
 
 
-def _message(text: str) -> None:
+def stderr_line(text: str) -> None:
+    """One `hbwrap: ` line straight to stderr (before or outside a supervisor's own voice)."""
     try:
         os.write(2, f"hbwrap: {text}\n".encode(errors="replace"))
     except OSError:
         pass
-
-
-def _fmt_s(seconds: float) -> str:
-    return f"{seconds:.3g}s" if seconds < 100 else f"{seconds:.0f}s"
 
 
 def read_holder(job: JobDir) -> dict | None:
@@ -51,7 +49,7 @@ def kill_hung_holder(job: JobDir, name: str, default_lease_s: float) -> int | No
     if not procs.is_supervisor(pid, start) or not procs.kill_quietly(pid, signal.SIGKILL):
         return None
     late = time.time() - (renewed_at(holder, job) or 0.0) - (holder.get("lease_s") or default_lease_s)
-    _message(f"supervisor pid {pid} of job {name} is hung (lease expired {_fmt_s(late)} ago); killed it to "
+    stderr_line(f"supervisor pid {pid} of job {name} is hung (lease expired {fmt_s(late)} ago); killed it to "
              f"take over")
     end = time.monotonic() + HUNG_KILL_WAIT_S
     while procs.is_same_process(pid, start) and time.monotonic() < end:
@@ -124,17 +122,17 @@ class JobLock:
             holder = read_holder(self.job) or {}
             who = f" (supervisor pid {holder['supervisor_pid']})" if holder.get("supervisor_pid") else ""
             if takeover_only:
-                _message(f"job {self.name} has a live supervisor{who}; nothing to take over")
+                stderr_line(f"job {self.name} has a live supervisor{who}; nothing to take over")
                 return 75
             if if_running == "skip":
                 if self.verbose:
-                    _message(f"job {self.name} is already running{who}; skipping this run")
+                    stderr_line(f"job {self.name} is already running{who}; skipping this run")
                 return 0
             if if_running == "fail":
-                _message(f"job {self.name} is already running{who}")
+                stderr_line(f"job {self.name} is already running{who}")
                 return 75
             if not waited and self.verbose:
-                _message(f"job {self.name} is already running{who}; waiting for it to finish")
+                stderr_line(f"job {self.name} is already running{who}; waiting for it to finish")
             waited = True
             if self._wait(fd, max(0.1, min(1.0, self.lease_s / 3))):
                 return None

@@ -129,6 +129,11 @@ class RecordError(ValueError):
     """A state.json field of the wrong type (the file is readable JSON, but not a record we can trust)."""
 
 
+def fmt_s(seconds: float) -> str:
+    """A duration in messages: 3 significant digits below 100 s ("1.5s", "30s"), whole seconds above."""
+    return f"{seconds:.3g}s" if seconds < 100 else f"{seconds:.0f}s"
+
+
 def iso(ts: float | None) -> str | None:
     """ISO 8601 UTC with milliseconds (truncated), or None; as datetime.fromtimestamp(ts, utc) would print it."""
     if ts is None:

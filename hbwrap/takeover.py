@@ -9,28 +9,18 @@ from __future__ import annotations
 import os
 import signal
 import time
-from hbwrap.record import replace
 
 from hbwrap import procs
 from hbwrap.errors import StateError
 from hbwrap.jobstore import JobDir, StateDir
 from hbwrap.launcher import attempt_markers
-from hbwrap.model import ACTIVE_VALUES, Event, Phase, RecordError, RunRecord, StallReason, Status
+from hbwrap.lease import stderr_line
+from hbwrap.model import ACTIVE_VALUES, Event, Phase, RecordError, RunRecord, StallReason, Status, fmt_s
 from hbwrap.options import RunOptions
 from hbwrap.policy import RunState
+from hbwrap.record import replace
 
 KEEPER_APPEAR_WAIT_S = 2.0
-
-
-def _message(text: str) -> None:
-    try:
-        os.write(2, f"hbwrap: {text}\n".encode(errors="replace"))
-    except OSError:
-        pass
-
-
-def _fmt_s(seconds: float) -> str:
-    return f"{seconds:.3g}s" if seconds < 100 else f"{seconds:.0f}s"
 
 
 def read_record(job: JobDir) -> tuple[dict | None, RunRecord | None]:
@@ -81,7 +71,7 @@ def orphan_doc(job: JobDir, now_wall: float) -> dict | None:
             os.replace(job.state_file, aside)
         except OSError:
             raise exc from None
-        _message(f"{exc}; moved it to {aside.name} and starting a new run")
+        stderr_line(f"{exc}; moved it to {aside.name} and starting a new run")
         return None
     if rec is not None and rec.status in ACTIVE_VALUES and rec.run_id:
         return doc
@@ -221,7 +211,7 @@ def watch_job(state_dir: StateDir, name: str, by: str = "watch") -> int:
     job = state_dir.existing_job(name)
     doc, _rec = read_record(job)
     if doc is None:
-        _message(f"job {name} has never run; nothing to take over")
+        stderr_line(f"job {name} has never run; nothing to take over")
         return 1
     return Supervisor(recorded_options(job, doc, state_dir), by=by).run(takeover_only=True)
 
@@ -234,7 +224,7 @@ def stop_job(state_dir: StateDir, name: str, timeout_s: float | None) -> int:
     job = state_dir.existing_job(name)
     doc, rec = read_record(job)
     if rec is None or rec.status not in ACTIVE_VALUES:
-        _message(f"job {name} is not running")
+        stderr_line(f"job {name} is not running")
         return 0
     opts = recorded_options(job, doc, state_dir)
     wait_s = timeout_s if timeout_s is not None else opts.grace_s + 15.0
@@ -245,7 +235,7 @@ def stop_job(state_dir: StateDir, name: str, timeout_s: float | None) -> int:
         while procs.is_same_process(pid, start) and time.monotonic() < end:
             time.sleep(0.02)
         if procs.is_same_process(pid, start):
-            _message(f"job {name} did not stop within {_fmt_s(wait_s)} (supervisor pid {pid})")
+            stderr_line(f"job {name} did not stop within {fmt_s(wait_s)} (supervisor pid {pid})")
             return 1
         try:
             _doc, after = read_record(job)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from hbwrap.activity import activity_alive
 from hbwrap.retryafter import parse_retry_after
 
-from hbwrap.model import AttemptEnd, Decision, DecisionKind, Event, Phase, RunRecord, StallReason, Status
+from hbwrap.model import (AttemptEnd, Decision, DecisionKind, Event, Phase, RunRecord, StallReason, Status,
+                          fmt_s)
 from hbwrap.options import RunOptions, signal_name
 from hbwrap.policy.deadlines import (clocks_of, decide, due_stall, next_deadline, renew_interval_s,
                                      run_deadline_at)
@@ -32,29 +33,25 @@ def _run_start(rec: RunRecord, now: float) -> float:
     return rec.started_at if rec.started_at is not None else now
 
 
-def _fmt_s(seconds: float) -> str:
-    return f"{seconds:.3g}s" if seconds < 100 else f"{seconds:.0f}s"
-
-
 def stall_detail(st: RunState, reason: StallReason, now: float, opts: RunOptions) -> str:
     c = clocks_of(st.rec)
     if reason is StallReason.RESPONSE:
         if st.activity_detail:  # --activity measured the tree too
-            return (f"no output and {st.activity_detail} (--response-timeout {_fmt_s(opts.response_timeout_s)}, "
+            return (f"no output and {st.activity_detail} (--response-timeout {fmt_s(opts.response_timeout_s)}, "
                     f"--activity {','.join(opts.activity)})")
-        return (f"no sign of life for {_fmt_s(now - c.last_life)} "
-                f"(--response-timeout {_fmt_s(opts.response_timeout_s)})")
+        return (f"no sign of life for {fmt_s(now - c.last_life)} "
+                f"(--response-timeout {fmt_s(opts.response_timeout_s)})")
     if reason is StallReason.REPEAT:
         since = c.last_new_line if c.last_new_line is not None else c.attempt_started
-        return (f"no new line of output for {_fmt_s(now - max(since, c.attempt_started))}: it only repeats "
-                f"itself (--repeat-timeout {_fmt_s(opts.repeat_timeout_s)})")
+        return (f"no new line of output for {fmt_s(now - max(since, c.attempt_started))}: it only repeats "
+                f"itself (--repeat-timeout {fmt_s(opts.repeat_timeout_s)})")
     if reason is StallReason.PROGRESS:
-        return (f"no progress for {_fmt_s(now - c.last_progress)} "
-                f"(--progress-timeout {_fmt_s(opts.progress_timeout_s)})")
+        return (f"no progress for {fmt_s(now - c.last_progress)} "
+                f"(--progress-timeout {fmt_s(opts.progress_timeout_s)})")
     if reason is StallReason.TIMEOUT:
-        return f"attempt ran for {_fmt_s(now - c.attempt_started)} (--timeout {_fmt_s(opts.timeout_s)})"
+        return f"attempt ran for {fmt_s(now - c.attempt_started)} (--timeout {fmt_s(opts.timeout_s)})"
     if reason is StallReason.DEADLINE:
-        return f"run ran for {_fmt_s(now - c.run_started)} (--deadline {_fmt_s(opts.deadline_s)})"
+        return f"run ran for {fmt_s(now - c.run_started)} (--deadline {fmt_s(opts.deadline_s)})"
     return f"probe failed {st.probe_failures} times in a row ({st.probe_detail})"
 
 
@@ -125,7 +122,7 @@ def _observe(st: RunState, obs: Observations, now: float, opts: RunOptions, out:
             st.probe_failures = 0  # a passing probe is not a sign of life (SPEC §2): it only resets the count
         else:
             st.probe_failures += 1
-            st.probe_detail = ("it timed out after " + _fmt_s(opts.probe_timeout_s) if obs.probe_exit < 0
+            st.probe_detail = ("it timed out after " + fmt_s(opts.probe_timeout_s) if obs.probe_exit < 0
                                else f"it exited with code {obs.probe_exit}")
 
 
@@ -267,7 +264,7 @@ def _begin_stop(st: RunState, reason: StallReason | None, now: float, opts: RunO
                                   "figures": stall_figures(st, reason, now, opts)}))
         then = f"a stack dump ({signal_name(opts.dump_signal)}), then " if opts.dump_signal else ""
         out.append(_say(f"{opts.name} stalled ({reason.value}): {detail}; stopping it with {then}"
-                        f"{signal_name(opts.kill_signal)}, SIGKILL after {_fmt_s(opts.grace_s)}"))
+                        f"{signal_name(opts.kill_signal)}, SIGKILL after {fmt_s(opts.grace_s)}"))
         if opts.dump_signal:
             rec.dump_until = now + opts.dump_wait_s
             out.append(Action(DUMP, {"signal": opts.dump_signal}))
@@ -469,7 +466,7 @@ def _step_ended(st: RunState, obs: Observations, now: float, opts: RunOptions, r
         # a rate limit said how long to wait: that instead of the back-off, unless it ends past the deadline
         deadline = run_deadline_at(opts, _run_start(rec, now))
         if deadline is not None and now + rec.retry_after_s > deadline:
-            out.append(_say(f"{opts.name} asked to retry after {_fmt_s(rec.retry_after_s)}, past its --deadline"))
+            out.append(_say(f"{opts.name} asked to retry after {fmt_s(rec.retry_after_s)}, past its --deadline"))
             _finish(st, Decision(DecisionKind.ESCALATE, 124, "deadline"), end, now, opts, out)
             return
         decision = Decision(DecisionKind.RESTART, decision.exit_code, "retry-after", delay_s=rec.retry_after_s)
