@@ -177,13 +177,20 @@ def recorded_deadline(st: RunState, opts: RunOptions) -> tuple[float | None, str
     return gates.recorded(st)
 
 
-def _step_launch(st: RunState, obs: Observations, now: float, opts: RunOptions, rng, out: list) -> None:
-    rec = st.rec
+def _ended_from_outside(st: RunState, now: float, out: list) -> bool:
+    """Between attempts, a stop signal or a lost shared lease ends the run before anything else starts."""
     if st.signals:
         _finish_stopped(st, now, out)
-        return
+        return True
     if st.lease_lost is not None:
         _finish_lease_lost(st, now, out)
+        return True
+    return False
+
+
+def _step_launch(st: RunState, obs: Observations, now: float, opts: RunOptions, rng, out: list) -> None:
+    rec = st.rec
+    if _ended_from_outside(st, now, out):
         return
     rec.attempt += 1
     rec.attempt_started_at = now
@@ -451,11 +458,7 @@ def _step_ended(st: RunState, obs: Observations, now: float, opts: RunOptions, r
         rec.exit_recorded = rec.attempt
     rec.child_pid = rec.child_start = None
     rec.stop_reason = rec.stop_started_at = None
-    if st.signals:
-        _finish_stopped(st, now, out)
-        return
-    if st.lease_lost is not None:
-        _finish_lease_lost(st, now, out)
+    if _ended_from_outside(st, now, out):
         return
     decision = decide(opts, end, rec.restarts, now, _run_start(rec, now), rng)
     st.end = None
@@ -487,11 +490,7 @@ def _exit_event(end: AttemptEnd) -> Action:
 
 def _step_backoff(st: RunState, obs: Observations, now: float, opts: RunOptions, rng, out: list) -> None:
     rec = st.rec
-    if st.signals:
-        _finish_stopped(st, now, out)
-        return
-    if st.lease_lost is not None:
-        _finish_lease_lost(st, now, out)
+    if _ended_from_outside(st, now, out):
         return
     restart_at = rec.restart_at if rec.restart_at is not None else now
     deadline = run_deadline_at(opts, _run_start(rec, now))
