@@ -35,9 +35,10 @@ MAX_WAIT_S = 3600.0           # poll() takes at most ~24.8 days; waking early is
 # Files are polled (every EARLY_POLL_S) for this long before the inotify watch is made: a run that ends
 # sooner never pays for tearing a watch down, 10-20 ms in close() while the kernel waits out an SRCU
 # grace period, a tenth of a `hbwrap run -- true`. The early polls are frequent because a command's first
-# lines (its banner, then perhaps a hang) start its response deadline: seeing them late delays it.
-INOTIFY_AFTER_S = 0.5
-EARLY_POLL_S = 0.01
+# lines (its banner, then perhaps a hang) start its response deadline: seeing them late delays it (at most
+# 50 polls, a few ms of CPU; 10 ms polls for 0.5 s made --response-timeout fire ~25 ms late in the bench).
+INOTIFY_AFTER_S = 0.1
+EARLY_POLL_S = 0.002
 
 
 class LazyRandom:
@@ -371,8 +372,8 @@ class Supervisor:
     def _timeout(self, now: float) -> float | None:
         check = self.attempt.check
         if self.observer.more_output or self.catch_up or (self.attempt.recheck and self.attempt.handle is not None) \
-                or (check is not None and check.done):
-            return 0.0
+                or (check is not None and check.done) or self._look_at_all:
+            return 0.0  # (a new inotify watch: what changed before it existed is in no queue, so look now)
         at = [policy.wake_at(self.st, self.opts, now), self.journal.close_deadline()]
         if self.status_line is not None:
             at.append(self.next_status_at)
