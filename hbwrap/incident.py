@@ -7,19 +7,22 @@ exit while being read are kept with what was read and marked `gone`.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
-import socket
 import sys
 import time
 from pathlib import Path
 
-from hbwrap import procs
+from hbwrap import jsonlite, procs
 from hbwrap.activity import fmt_bytes, fmt_span
 from hbwrap.argvmask import mask_argv
 from hbwrap.errors import StateError
 from hbwrap.jobstore import DIR_MODE, FILE_MODE, iso, write_atomic
+
+try:  # socket's C half: inet_ntop without socket.py's enums and selectors (4 ms at the stall that needs them)
+    import _socket
+except ImportError:  # pragma: no cover - not CPython
+    import socket as _socket
 
 INCIDENT_SCHEMA = 1
 KEEP_INCIDENTS = 20
@@ -80,8 +83,8 @@ def _address(field: bytes) -> str:
     if sys.byteorder == "little":
         raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
     if len(raw) == 4:
-        return f"{socket.inet_ntop(socket.AF_INET, raw)}:{int(port, 16)}"
-    return f"[{socket.inet_ntop(socket.AF_INET6, raw)}]:{int(port, 16)}"
+        return f"{_socket.inet_ntop(_socket.AF_INET, raw)}:{int(port, 16)}"
+    return f"[{_socket.inet_ntop(_socket.AF_INET6, raw)}]:{int(port, 16)}"
 
 
 def _net_sockets(proc_dir: str, wanted: set[int]) -> dict[int, dict]:
@@ -399,7 +402,7 @@ class IncidentStore:
             taken = [e[3] for e in self._entries() if (e[1], e[2]) == prefix]
             incident_id = f"{prefix[0]}-{prefix[1]}-{max(taken, default=0) + 1}"
             incident["id"] = incident_id
-        payload = (json.dumps(incident, sort_keys=True, default=str) + "\n").encode()
+        payload = (jsonlite.dumps(incident, default=str) + "\n").encode()
         # no fsync: this runs on the way to stopping a stalled attempt, and a lost incident costs nothing else
         write_atomic(self.path_of(incident_id), payload, mode=FILE_MODE, fsync=False)
         self._prune(keep_id=incident_id)
@@ -426,7 +429,7 @@ class IncidentStore:
         with os.fdopen(fd, "rb") as f:
             raw = f.read(16 * 1024 * 1024)
         try:
-            data = json.loads(raw)
+            data = jsonlite.loads(raw)
         except ValueError:
             raise StateError(f"{path} is corrupt (not valid JSON)") from None
         if not isinstance(data, dict) or data.get("schema") != INCIDENT_SCHEMA:

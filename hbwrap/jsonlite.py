@@ -61,21 +61,22 @@ def _not_serializable(value: object):
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-def _encoder(sort_keys: bool):
+def _encoder(sort_keys: bool, default=_not_serializable):
     # json.encoder's own C encoder, made as json.dumps makes it (default separators, ensure_ascii, allow_nan;
     # no circular check: hbwrap's documents are trees)
-    return _json.make_encoder(None, _not_serializable, _json.encode_basestring_ascii, None, ": ", ", ",
+    return _json.make_encoder(None, default, _json.encode_basestring_ascii, None, ": ", ", ",
                               sort_keys, False, True)
 
 
 _ENCODERS = {True: _encoder(True), False: _encoder(False)} if _json is not None else None
 
 
-def dumps(value: object, sort_keys: bool = True) -> str:
-    """json.dumps(value, sort_keys=sort_keys) for None, bool, int, float, str, list, tuple and dict values (keys
-    as json takes them); TypeError for anything else."""
+def dumps(value: object, sort_keys: bool = True, default=None) -> str:
+    """json.dumps(value, sort_keys=sort_keys, default=default) for None, bool, int, float, str, list, tuple and
+    dict values (keys as json takes them); anything else goes through `default`, or is a TypeError."""
     if _ENCODERS is None:  # pragma: no cover
         import json
 
-        return json.dumps(value, sort_keys=sort_keys)
-    return "".join(_ENCODERS[sort_keys](value, 0))
+        return json.dumps(value, sort_keys=sort_keys, default=default)
+    encode = _ENCODERS[sort_keys] if default is None else _encoder(sort_keys, default)
+    return "".join(encode(value, 0))
