@@ -488,3 +488,15 @@ def test_takeover_while_the_check_runs_runs_it_again(tmp_path):
     assert code == 0 and len(world.checks) == 2, "the new supervisor asks the check again"
     names = [e["event"] for e in events(tmp_path)]
     assert names[names.index("restart"):] == ["restart", "takeover", "restart_check"] + AGAIN, names
+
+
+def test_a_held_back_checkpoint_is_recorded_before_the_exit_and_escalate_that_follow_it(tmp_path):
+    # checkpoint events are spaced (CHECKPOINT_EVENT_SPACING_S): "b", printed while the command winds down
+    # after its SIGTERM, is held back when it exits a moment later; it must come before exit and escalate
+    supervise(tmp_path, {"deadline_s": 1.0, "grace_s": 0.5, "restart": _never()},
+              {1: [("ignore_term",), ("at", 1.2, ("out", b"checkpoint: a\n")), ("at", 1.21, ("out", b"checkpoint: b\n")),
+                   ("at", 1.22, ("exit", 0))]})
+    names = [(e["event"], e.get("checkpoint")) for e in events(tmp_path)]
+    assert names[-1][0] == "escalate", names
+    exit_at = next(i for i, (name, _) in enumerate(names) if name == "exit")
+    assert ("checkpoint", "b") in names[:exit_at], names

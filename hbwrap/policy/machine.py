@@ -135,6 +135,7 @@ def advance(st: RunState, obs: Observations, now: float, opts: RunOptions, rng: 
     _observe(st, obs, now, opts, out)
     lease_advance(st, obs, now, opts, out)
     _stamp_attempt(out, 0, st.rec.attempt)
+    steps_at, attempt_before = len(out), st.rec.attempt
     while True:
         before, mark = st.phase, len(out)
         _STEPS[st.phase](st, obs, now, opts, rng, out)
@@ -142,8 +143,12 @@ def advance(st: RunState, obs: Observations, now: float, opts: RunOptions, rng: 
         if st.phase is before:
             break
         obs = Observations()  # what was observed has been acted on by the phase that saw it
-    if st.pending_checkpoint is not None and now >= st.checkpoint_event_at + CHECKPOINT_EVENT_SPACING_S:
-        out.append(_emit(Event.CHECKPOINT, checkpoint=st.pending_checkpoint))
+    if st.pending_checkpoint is not None and (
+            now >= st.checkpoint_event_at + CHECKPOINT_EVENT_SPACING_S
+            or any(a.kind == EMIT for a in out[steps_at:])):
+        # a held-back checkpoint is recorded before whatever the phases did with it (stall, exit, escalate)
+        out.insert(steps_at, _emit(Event.CHECKPOINT, checkpoint=st.pending_checkpoint))
+        _stamp_attempt(out[steps_at:steps_at + 1], 0, attempt_before)
         st.pending_checkpoint = None
         st.checkpoint_event_at = now
     if st.phase not in (Phase.CLOSING, Phase.DONE) and (
