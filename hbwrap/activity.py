@@ -56,11 +56,16 @@ def sample_tree(root_pids, *, keeper_pid: int | None = None, now_mono: float | N
     """CPU and I/O counters of each process of the tree under `root_pids` (see procs.tree_pids).
 
     Returns {"mono", "keeper_pid", "procs": {pid: ProcSample}, "cpu_s", "io_bytes"}; the totals leave out
-    the keeper's own counters (module docstring). One pass over /proc, plus /proc/PID/io of the members:
-    about a millisecond for a small tree on a quiet machine, so it can run every few seconds.
+    the keeper's own counters (module docstring). With the keeper among the roots, a walk down from it
+    (procs.subtree_table), else one pass over /proc; plus /proc/PID/io of the members: about a millisecond
+    for a small tree, so it can run every few seconds.
     """
     now = time.monotonic() if now_mono is None else now_mono
-    table = procs.proc_table() if table is None else table
+    if table is None and keeper_pid is not None:
+        # the keeper is a child subreaper: everything of the attempt is below it
+        table = procs.subtree_table(keeper_pid)
+    if table is None:
+        table = procs.proc_table()
     samples: dict[int, ProcSample] = {}
     cpu_ticks = 0
     io_bytes = 0

@@ -140,3 +140,16 @@ def test_the_tree_includes_children_and_the_process_group(busy, tmp_path):
     assert {parent.pid, joiner.pid} <= set(sample["procs"])
     assert len(sample["procs"]) == 3  # and the zombie child
     assert sample_tree([1])["procs"] == {}  # never init's tree
+
+
+def test_the_walk_down_from_the_keeper_finds_what_a_scan_of_every_process_finds(busy, tmp_path):
+    # sh stands in for the keeper, with two children, one of them with a child of its own
+    script = f'"$@" idle tag:{tmp_path} & sh -c \'"$@" idle tag:{tmp_path} & wait\' sh "$@" & wait'
+    keeper = subprocess.Popen(["sh", "-c", script, "sh", *BUSY], stdout=subprocess.PIPE, process_group=0)
+    busy.procs.append(keeper)
+    wait_until(lambda: len(procs.descendants(keeper.pid)) >= 3, 10, what="the tree")
+    walked = procs.subtree_table(keeper.pid)
+    assert walked is not None and set(walked) == {keeper.pid, *procs.descendants(keeper.pid)}
+    assert (set(sample_tree([keeper.pid], keeper_pid=keeper.pid)["procs"])
+            == set(sample_tree([keeper.pid], keeper_pid=keeper.pid, table=procs.proc_table())["procs"]))
+    assert procs.subtree_table(2 ** 22 + 1) is None  # (beyond pid_max: never a process)
