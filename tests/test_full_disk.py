@@ -296,7 +296,12 @@ def test_a_supervisor_killed_on_a_full_disk_is_replaced_and_the_run_ends_as_it_w
     lines = hbwrap_lines(r.err)
     assert any("took over job heal" in line for line in lines) and any("exit code 5" in line for line in lines), r
     missing = [line for line in lines if "are missing from" in line]
-    assert len(missing) == 1 and missing[0].startswith("hbwrap: 3000000 bytes"), r
+    # what the first supervisor took over the channel before its SIGKILL it passed through (how much depends
+    # on how soon it was killed); the rest of the 3 MB the disk refused reached no supervisor, and the
+    # replacement says how much that was, once
+    assert len(missing) == 1, r
+    lost = int(missing[0].split()[1])
+    assert 0 < lost <= 3_000_000, (lost, r)
     assert "Traceback" not in r.err, r
 
 
