@@ -108,6 +108,9 @@ class SupervisorWatch:
         self.limit_said = False
         if self.enabled:
             self._follow(self.pid, self.start)
+            if not procs.is_same_process(self.pid, self.start):
+                # the supervisor died before this keeper was up (an early crash): no pidfd will say so
+                self.check_at = time.monotonic() + HEAL_DELAY_S
 
     def _follow(self, pid, start) -> None:
         if self.pidfd is not None:

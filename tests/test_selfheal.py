@@ -110,9 +110,12 @@ def test_without_self_heal_a_dead_supervisor_stays_dead(hb):
     assert hb.status("noheal")[0]["status"] == "orphaned" and alive(child)
 
 
-def test_an_exception_in_the_supervisor_is_logged_and_its_keeper_replaces_it(hb):
+@pytest.mark.parametrize("turn", [2, 3])
+def test_an_exception_in_the_supervisor_is_logged_and_its_keeper_replaces_it(hb, turn):
+    # turn 2: the supervisor is dead before its keeper is even up, so no pidfd of it tells the keeper: it
+    # must look at once, not a --lease (30 s) later
     r = hb.run("run", "--name", "crash", "--", *hb.agent("numbered:15:0.1", "exit:0"),
-               env={**hb.env, "HBWRAP_FAULT": "loop:3"}, timeout=30)
+               env={**hb.env, "HBWRAP_FAULT": f"loop:{turn}"}, timeout=20)
     assert r.returncode == 1 and "Traceback" in r.err and "injected failure" in r.err, r
     crash = [e for e in hb.event_file("crash") if e["event"] == "supervisor_crash"]
     assert crash and "RuntimeError" in crash[0]["detail"], crash
