@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 import signal
 import stat
 import time
@@ -143,7 +144,8 @@ def test_render_text_and_summary_of_a_real_tree(busy, tmp_path):
     assert "silent_s 300.25" in lines[2]
     tree_lines = [line for line in lines if line.lstrip().split(" ")[0].isdigit()]
     assert len(tree_lines) == 2
-    assert tree_lines[0].startswith(f"  {server.pid} S sleeping")
+    # (S sleeping, its usual state; R running when the test catches it at work on a loaded machine)
+    assert tree_lines[0].startswith((f"  {server.pid} S sleeping", f"  {server.pid} R running")), tree_lines
     assert tree_lines[1].startswith("    ")  # the child, one level deeper
     assert "tcp ESTABLISHED:1 tcp LISTEN:1" in tree_lines[0] and "--token=***" in tree_lines[0]
     assert "  | retry 7 failed: 429" in lines and "checkpoint: page-2" in lines
@@ -151,7 +153,8 @@ def test_render_text_and_summary_of_a_real_tree(busy, tmp_path):
 
     summary = summary_lines(inc)
     assert len(summary) == 2
-    assert summary[0].startswith(f"python") and f"[{server.pid}] S sleeping" in summary[0]
+    assert summary[0].startswith("python") and (f"[{server.pid}] S sleeping" in summary[0]
+                                                or f"[{server.pid}] R running" in summary[0]), summary
     assert summary[0].endswith("% CPU, tcp ESTABLISHED:1 tcp LISTEN:1")
 
 
@@ -191,7 +194,7 @@ def test_store_keeps_the_newest_twenty_with_private_modes(tmp_path):
     assert store.latest()["attempt"] == 25
     assert stat.S_IMODE(os.stat(store.dir).st_mode) == 0o700
     assert all(stat.S_IMODE(os.stat(store.path_of(i)).st_mode) == 0o600 for i in saved[5:])
-    assert not store.path_of(saved[0]).exists()
+    assert not os.path.exists(store.path_of(saved[0]))
     assert [n for n in os.listdir(store.dir) if not n.endswith(".json")] == []  # no temporary files left
 
 
@@ -218,13 +221,13 @@ def test_store_rejects_bad_ids_and_skips_damaged_files(tmp_path):
         with pytest.raises(ValueError):
             store.path_of(bad)
     good = store.save(incident_for({"processes": []}, run_id="run-A", attempt=1))
-    damaged = store.path_of("run-A-2-1")
+    damaged = Path(store.path_of("run-A-2-1"))
     damaged.write_text("{not json")
     os.utime(damaged, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))  # the newest
     with pytest.raises(StateError, match="corrupt"):
         store.load("run-A-2-1")
     assert store.latest()["id"] == good
-    foreign = store.path_of("run-A-3-1")
+    foreign = Path(store.path_of("run-A-3-1"))
     foreign.write_text('{"schema": 99}')
     with pytest.raises(StateError, match="not an hbwrap incident"):
         store.load("run-A-3-1")
