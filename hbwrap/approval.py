@@ -38,7 +38,7 @@ def take_answer(job: JobDir) -> dict | None:
     StateError for a file there that is not a usable answer (it is removed as well): a symlink, someone
     else's file, or content of the wrong shape is never acted on.
     """
-    taken = job.path / f".{job.approval_file.name}.{os.getpid()}.taken"
+    taken = os.path.join(job.path, f".{os.path.basename(job.approval_file)}.{os.getpid()}.taken")
     try:
         os.rename(job.approval_file, taken)  # renames a planted symlink itself, never its target
     except FileNotFoundError:

@@ -413,12 +413,10 @@ def config_init(
       hbwrap config init
       hbwrap config init ./hbwrap.toml --force
     """
-    from pathlib import Path
-
-    from hbwrap.config_write import write_starter
     from hbwrap.config_merge import default_config_path
+    from hbwrap.config_write import write_starter
 
-    target = Path(path) if path else default_config_path()
+    target = path or default_config_path()
     write_starter(target, force)
     sys.stderr.write(f"hbwrap: wrote {target}\n")
     return 0

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 
 from hbwrap.config_keys import DEFAULTS, RUN_KEYS, norm_key as _norm
 from hbwrap.errors import ConfigError, HbwrapError, UsageError
@@ -24,37 +23,37 @@ BUILD_PARAMS = frozenset(key.replace("-", "_") for key in RUN_KEYS) - {"command"
 
 # --------------------------------------------------------------------------------------------- discovery
 
-def default_config_path(env: Mapping[str, str] | None = None) -> Path:
+def default_config_path(env: Mapping[str, str] | None = None) -> str:
     """Where the config file is looked for (and where `config init` writes): $HBWRAP_CONFIG, else XDG."""
     env = os.environ if env is None else env
     if env.get("HBWRAP_CONFIG"):
-        return Path(env["HBWRAP_CONFIG"]).expanduser()
+        return os.path.expanduser(env["HBWRAP_CONFIG"])
     return _xdg_config_path(env)
 
 
-def _xdg_config_path(env: Mapping[str, str]) -> Path:
+def _xdg_config_path(env: Mapping[str, str]) -> str:
     base = env.get("XDG_CONFIG_HOME")
     if not base or not os.path.isabs(base):  # the XDG spec says relative values are to be ignored
-        home = env.get("HOME") or str(Path.home())
+        home = env.get("HOME") or os.path.expanduser("~")
         base = os.path.join(home, ".config")
-    return Path(base) / "hbwrap" / "config.toml"
+    return os.path.join(base, "hbwrap", "config.toml")
 
 
-def find_config(explicit: str | os.PathLike | None, env: Mapping[str, str] | None = None) -> Path | None:
+def find_config(explicit: str | os.PathLike | None, env: Mapping[str, str] | None = None) -> str | None:
     """The config file: --config FILE (must exist), else $HBWRAP_CONFIG (must exist), else the XDG file if any."""
     env = os.environ if env is None else env
     if explicit is not None and str(explicit) != "":
-        path = Path(explicit).expanduser()
-        if not path.exists():
+        path = os.path.expanduser(os.fspath(explicit))
+        if not os.path.exists(path):
             raise ConfigError(f"{explicit}: config file not found (--config)")
         return path
     if env.get("HBWRAP_CONFIG"):
-        path = Path(env["HBWRAP_CONFIG"]).expanduser()
-        if not path.exists():
+        path = os.path.expanduser(env["HBWRAP_CONFIG"])
+        if not os.path.exists(path):
             raise ConfigError(f"{env['HBWRAP_CONFIG']}: config file not found ($HBWRAP_CONFIG)")
         return path
     path = _xdg_config_path(env)
-    return path if path.exists() else None
+    return path if os.path.exists(path) else None
 
 
 def resolve_config(explicit: str | os.PathLike | None, env: Mapping[str, str] | None = None) -> "Config | None":

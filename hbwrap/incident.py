@@ -11,7 +11,6 @@ import os
 import re
 import sys
 import time
-from pathlib import Path
 
 from hbwrap import jsonlite, procs
 from hbwrap.activity import fmt_bytes, fmt_span
@@ -350,17 +349,20 @@ class IncidentStore:
     """`<job dir>/incidents/<id>.json`, id `<run_id>-<attempt>-<n>`; the newest KEEP_INCIDENTS are kept."""
 
     def __init__(self, job_dir: str | os.PathLike, keep: int = KEEP_INCIDENTS):
-        self.dir = Path(job_dir) / "incidents"
+        self.dir = os.path.join(os.fspath(job_dir), "incidents")
         self.keep = keep
 
-    def path_of(self, incident_id: str) -> Path:
+    def path_of(self, incident_id: str) -> str:
         if not isinstance(incident_id, str) or not _ID_RE.fullmatch(incident_id):
             raise ValueError(f"not an incident id: {incident_id!r}")
-        return self.dir / f"{incident_id}.json"
+        return os.path.join(self.dir, f"{incident_id}.json")
 
     def _ensure_dir(self) -> None:
         try:
-            self.dir.mkdir(mode=DIR_MODE, exist_ok=True)
+            try:
+                os.mkdir(self.dir, DIR_MODE)
+            except FileExistsError:
+                pass
             st = os.lstat(self.dir)
         except OSError as exc:
             raise StateError(f"cannot create {self.dir}: {exc.strerror or exc}") from None
@@ -383,7 +385,7 @@ class IncidentStore:
             if not m:
                 continue
             try:
-                mtime = os.stat(self.dir / name, follow_symlinks=False).st_mtime_ns
+                mtime = os.stat(os.path.join(self.dir, name), follow_symlinks=False).st_mtime_ns
             except OSError:
                 continue
             entries.append((mtime, m.group(1), int(m.group(2)), int(m.group(3)), name[:-5]))
@@ -413,7 +415,7 @@ class IncidentStore:
         for entry in entries[:max(0, len(entries) - self.keep)]:
             if entry[-1] != keep_id:
                 try:
-                    os.unlink(self.dir / f"{entry[-1]}.json")
+                    os.unlink(os.path.join(self.dir, f"{entry[-1]}.json"))
                 except FileNotFoundError:
                     pass
 

@@ -10,7 +10,6 @@ import errno
 import os
 import stat
 import time
-from pathlib import Path
 
 from hbwrap import jsonlite
 from hbwrap.errors import StateError, UnknownJob
@@ -28,11 +27,11 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + os.urandom(3).hex()
 
 
-def write_json_atomic(path: Path, data: dict, fsync: bool = True, reserve: bool = False) -> None:
+def write_json_atomic(path: str, data: dict, fsync: bool = True, reserve: bool = False) -> None:
     write_atomic(path, (jsonlite.dumps(data) + "\n").encode(), fsync=fsync, reserve=reserve)
 
 
-def read_json(path: Path) -> dict | None:
+def read_json(path: str) -> dict | None:
     """The record at `path`, None if absent; StateError if unreadable or foreign."""
     try:
         raw = read_job_file(path, 4 * 1024 * 1024)
@@ -49,7 +48,7 @@ def read_json(path: Path) -> dict | None:
     return data
 
 
-def append_line(path: Path, line: bytes) -> None:
+def append_line(path: str, line: bytes) -> None:
     """Append one whole line with a single write (O_APPEND), so concurrent readers never see half of it.
 
     A write the disk takes only in part (it is full) is cut off again and raises OSError: the file never
@@ -69,7 +68,7 @@ def append_line(path: Path, line: bytes) -> None:
         os.close(fd)
 
 
-def check_dir(path: Path, what: str, follow: bool) -> bool:
+def check_dir(path: str, what: str, follow: bool) -> bool:
     """Refuse (StateError) a directory that someone else could change; False if it does not exist.
 
     `follow`: the state dir may be a symlink (to a directory of ours); a job dir may not.
@@ -95,19 +94,20 @@ def check_dir(path: Path, what: str, follow: bool) -> bool:
     return True
 
 
-def make_dirs(path: Path, mode: int = DIR_MODE) -> None:
+def make_dirs(path: str, mode: int = DIR_MODE) -> None:
     """Create `path` and every missing parent with exactly `mode` (whatever the umask); existing ones are left alone.
 
-    Path.mkdir(parents=True) gives the parents the umask's mode (0777 under `umask 000`): a world-writable
+    os.makedirs gives the parents the umask's mode (0777 under `umask 000`): a world-writable
     `~/.local/state` would let anyone swap the state dir for one of theirs.
     """
     missing = []
-    p = Path(os.path.abspath(path))
+    p = os.path.abspath(path)
     while not os.path.lexists(p):
         missing.append(p)
-        if p.parent == p:
+        parent = os.path.dirname(p)
+        if parent == p:
             break
-        p = p.parent
+        p = parent
     for d in reversed(missing):
         try:
             os.mkdir(d, mode)
@@ -120,7 +120,7 @@ class StateDir:
     """The root holding one directory per job."""
 
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
+        self.root = os.fspath(root)  # str paths: pathlib (with urllib.parse and ipaddress) is 0.7 MB of a supervisor
 
     def ensure(self) -> None:
         """Create the state dir (and its parents) if needed, and refuse one that others could change."""
@@ -139,7 +139,7 @@ class StateDir:
     def job(self, name: str) -> "JobDir":
         """The job dir of `name`; a malformed name (`..`, `a/b`, ...) is a usage error, never a path."""
         check_name(name, "NAME")
-        return JobDir(self.root / name, name)
+        return JobDir(os.path.join(self.root, name), name)
 
     def existing_job(self, name: str) -> "JobDir":
         job = self.job(name)
@@ -151,8 +151,9 @@ class StateDir:
         if not self.check():
             return []
         try:
-            return sorted(p.name for p in self.root.iterdir()
-                          if p.is_dir() and not p.name.startswith(".") and NAME_RE.fullmatch(p.name))
+            with os.scandir(self.root) as entries:
+                return sorted(e.name for e in entries
+                              if e.is_dir() and not e.name.startswith(".") and NAME_RE.fullmatch(e.name))
         except FileNotFoundError:
             return []
         except OSError as exc:
@@ -162,30 +163,31 @@ class StateDir:
 class JobDir:
     """`<state-dir>/<name>/`: one writer per file (supervisor: state and events; keeper: its record and the log)."""
 
-    def __init__(self, path: Path, name: str):
+    def __init__(self, path: str | os.PathLike, name: str):
+        path = os.fspath(path)
         self.path = path
         self.name = name
-        self.state_file = path / STATE_FILE
-        self.events_file = path / "events.jsonl"
-        self.keeper_file = path / KEEPER_FILE
-        self.keeper_spec_file = path / "keeper-spec.json"
-        self.keeper_err_file = path / "keeper.err"
-        self.lock_file = path / "lock"
-        self.cursor_file = path / CURSOR_FILE
-        self.approval_file = path / "approval.json"  # hbwrap approve/deny's answer; the supervisor consumes it
-        self.log_file = path / LOG_FILE
-        self.index_file = path / INDEX_FILE
-        self.default_checkpoint = path / "checkpoint"
-        self.default_heartbeat = path / "heartbeat"
+        join = os.path.join
+        self.state_file = join(path, STATE_FILE)
+        self.events_file = join(path, "events.jsonl")
+        self.keeper_file = join(path, KEEPER_FILE)
+        self.keeper_spec_file = join(path, "keeper-spec.json")
+        self.keeper_err_file = join(path, "keeper.err")
+        self.lock_file = join(path, "lock")
+        self.cursor_file = join(path, CURSOR_FILE)
+        self.approval_file = join(path, "approval.json")  # hbwrap approve/deny's answer; the supervisor consumes it
+        self.log_file = join(path, LOG_FILE)
+        self.index_file = join(path, INDEX_FILE)
+        self.default_checkpoint = join(path, "checkpoint")
+        self.default_heartbeat = join(path, "heartbeat")
 
     @property
-    def files(self) -> tuple[Path, ...]:
+    def files(self) -> tuple[str, ...]:
         """Every file hbwrap opens in the job dir."""
-        rotated = tuple(p.with_name(p.name + ".1") for p in (self.log_file, self.index_file))
         return (self.state_file, self.events_file, self.keeper_file, self.keeper_spec_file, self.keeper_err_file,
-                self.lock_file, self.cursor_file, self.approval_file, self.log_file, self.index_file, *rotated,
-                self.default_checkpoint, self.default_heartbeat, Path(reserve_path(self.state_file)),
-                Path(reserve_path(self.keeper_file)))
+                self.lock_file, self.cursor_file, self.approval_file, self.log_file, self.index_file,
+                self.log_file + ".1", self.index_file + ".1", self.default_checkpoint, self.default_heartbeat,
+                reserve_path(self.state_file), reserve_path(self.keeper_file))
 
     def check(self) -> bool:
         """StateError if the job dir is not a private directory of ours; False if it does not exist."""
@@ -246,7 +248,7 @@ class JobDir:
         return list(iter_events(self.events_file))
 
 
-def iter_events(path: Path, start: int = 0):
+def iter_events(path: str, start: int = 0):
     """Whole JSON lines of an event log from byte `start`; a torn or foreign line is skipped, never fatal."""
     try:
         f = os.fdopen(open_job_file(path, os.O_RDONLY), "rb")

@@ -12,7 +12,6 @@ import select
 import signal
 import sys
 import time
-from pathlib import Path
 
 import hbwrap
 from hbwrap import jsonlite, procs
@@ -32,7 +31,7 @@ HBWRAP_VARS = ("HBWRAP_JOB", "HBWRAP_RUN_ID", "HBWRAP_ATTEMPT", "HBWRAP_CHECKPOI
                "HBWRAP_RESUME_FROM", "HBWRAP_FENCE")
 
 
-def env_changes(opts: RunOptions, rec: RunRecord, resume: str | None, checkpoint_path: Path, heartbeat_path: Path,
+def env_changes(opts: RunOptions, rec: RunRecord, resume: str | None, checkpoint_path: str, heartbeat_path: str,
                 base: dict[str, str]) -> tuple[dict[str, str], list[str]]:
     """(set, unset): what the command's environment adds to, and removes from, hbwrap's own (SPEC §6).
 
@@ -78,15 +77,15 @@ def keeper_spec(opts: RunOptions, rec: RunRecord, changes: tuple[dict[str, str],
             "lease_s": opts.lease_s, "shared_lease": bool(opts.lease_url)}
 
 
-def probe_env(opts: RunOptions, rec: RunRecord, base: dict[str, str], checkpoint_path: Path,
-              heartbeat_path: Path) -> dict[str, str]:
+def probe_env(opts: RunOptions, rec: RunRecord, base: dict[str, str], checkpoint_path: str,
+              heartbeat_path: str) -> dict[str, str]:
     """A probe gets the command's environment plus HBWRAP_CHILD_PID."""
     env = apply_env(base, env_changes(opts, rec, None, checkpoint_path, heartbeat_path, base))
     env["HBWRAP_CHILD_PID"] = str(rec.child_pid)
     return env
 
 
-def attempt_markers(rec: RunRecord, heartbeat_path: Path) -> dict[str, str]:
+def attempt_markers(rec: RunRecord, heartbeat_path: str) -> dict[str, str]:
     """Environment entries unique to one attempt: how its processes are found once their keeper is gone."""
     return {"HBWRAP_RUN_ID": rec.run_id, "HBWRAP_ATTEMPT": str(rec.attempt), "HBWRAP_HEARTBEAT_FILE": str(heartbeat_path)}
 
@@ -162,7 +161,7 @@ class AttemptHandle:
             self.own_keeper.wait()
         started = bool(self.sweep())
         try:
-            tail = read_job_file(self.job.path / "keeper.err")[-400:].decode(errors="replace").strip()
+            tail = read_job_file(self.job.keeper_err_file)[-400:].decode(errors="replace").strip()
         except (OSError, StateError):
             tail = ""
         return "lost", started, tail.splitlines()[-1] if tail else why
@@ -337,7 +336,7 @@ class Launcher:
         except OSError:
             pass  # a full disk: the keeper reads its spec from the memfd
         try:
-            self.job.keeper_file.unlink()
+            os.unlink(self.job.keeper_file)
         except FileNotFoundError:
             pass
         spec_fd = _memfd(marshal.dumps(full))  # the same interpreter reads it: no json import in the keeper

@@ -10,7 +10,6 @@ frames went to the previous supervisor; or the keeper dropped them) is said once
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from hbwrap.approval import take_answer
 from hbwrap.errors import StateError
@@ -26,14 +25,14 @@ POLL_FALLBACK_S = 0.1          # without inotify, files and the keeper's record 
 UNBOUNDED = 1 << 62
 
 
-def _open_read(path: Path, in_job_dir: bool):
+def _open_read(path: str, in_job_dir: bool):
     """A file of the job dir never through a symlink (SPEC §9); a path the user chose, as it is."""
     if in_job_dir:
         return os.fdopen(open_job_file(path, os.O_RDONLY), "rb")
     return open(path, "rb")
 
 
-def last_nonempty_line(path: Path, in_job_dir: bool = False) -> tuple[bytes | None, str | None]:
+def last_nonempty_line(path: str, in_job_dir: bool = False) -> tuple[bytes | None, str | None]:
     """(content tail, last non-empty line) of a checkpoint file; (None, None) if absent or refused."""
     try:
         with _open_read(path, in_job_dir) as f:
@@ -50,7 +49,7 @@ def last_nonempty_line(path: Path, in_job_dir: bool = False) -> tuple[bytes | No
     return content, None
 
 
-def mtime_ns(path: Path, in_job_dir: bool = False) -> int | None:
+def mtime_ns(path: str, in_job_dir: bool = False) -> int | None:
     try:
         return (os.lstat(path) if in_job_dir else os.stat(path)).st_mtime_ns
     except OSError:
@@ -60,7 +59,7 @@ def mtime_ns(path: Path, in_job_dir: bool = False) -> int | None:
 class Observer:
     """Follows the job's output log and files; one `gather` per wake-up of the supervisor loop."""
 
-    def __init__(self, job: JobDir, progress, fatal, checkpoint_path: Path, heartbeat_path: Path, passthrough,
+    def __init__(self, job: JobDir, progress, fatal, checkpoint_path: str, heartbeat_path: str, passthrough,
                  note, retry_after=(), repeat: bool = False, attempt=lambda: None, cannot_write=None):
         self.job = job
         self.progress_patterns, self.fatal_patterns, self.retry_after_patterns = progress, fatal, list(retry_after)
@@ -70,8 +69,8 @@ class Observer:
 
             self.repeat = RepeatDetector()
         self.checkpoint_path, self.heartbeat_path = checkpoint_path, heartbeat_path
-        self.own_checkpoint = checkpoint_path.parent == job.path  # the default ones, in the job dir
-        self.own_heartbeat = heartbeat_path.parent == job.path
+        self.own_checkpoint = os.path.dirname(checkpoint_path) == job.path  # the default ones, in the job dir
+        self.own_heartbeat = os.path.dirname(heartbeat_path) == job.path
         self.passthrough = passthrough
         self.note = note  # callable(text): an hbwrap line on stderr
         self.attempt = attempt  # callable -> the attempt's handle (launcher.AttemptHandle), or None
@@ -365,7 +364,7 @@ class Observer:
         self.heartbeat_mtime, self.checkpoint_content = baseline
 
     def watched_dirs(self) -> set[str]:
-        return {str(self.job.path), str(self.checkpoint_path.parent), str(self.heartbeat_path.parent)}
+        return {self.job.path, os.path.dirname(self.checkpoint_path), os.path.dirname(self.heartbeat_path)}
 
     def open_inotify(self, verbose: bool):
         """An inotify watch of every directory whose files matter, or None (then files are polled)."""
@@ -387,12 +386,12 @@ class Observer:
     def check_files(self, changed: set | None, obs: Observations) -> None:
         """`changed`: the (dir, name) pairs inotify reported, or None to look at every file."""
         hb, cp = self.heartbeat_path, self.checkpoint_path
-        if changed is None or (str(hb.parent), hb.name) in changed:
+        if changed is None or os.path.split(hb) in changed:
             mtime = mtime_ns(hb, self.own_heartbeat)
             if mtime is not None and mtime != self.heartbeat_mtime:
                 self.heartbeat_mtime = mtime
                 obs.life = True
-        if changed is None or (str(cp.parent), cp.name) in changed:
+        if changed is None or os.path.split(cp) in changed:
             content, line = last_nonempty_line(cp, self.own_checkpoint)
             # an empty file is the middle of a rewrite (open with truncation, then write): not a change yet
             if content and content != self.checkpoint_content:
@@ -402,7 +401,7 @@ class Observer:
     def check_answer(self, changed: set | None, obs: Observations, offset_s: float) -> None:
         """An answer of hbwrap approve/deny in the job dir: taken (removed) and observed, whatever the phase
         (policy judges whether it answers the pending restart). `offset_s`: wall - mono now."""
-        if changed is not None and (str(self.job.path), self.job.approval_file.name) not in changed:
+        if changed is not None and os.path.split(self.job.approval_file) not in changed:
             return
         try:
             answer = take_answer(self.job)
@@ -414,7 +413,7 @@ class Observer:
             obs.answer = {**answer, "at": at - offset_s if at is not None else None}
 
     def keeper_changed(self, changed: set | None) -> bool:
-        return (changed is None or (str(self.job.path), self.job.keeper_file.name) in changed
+        return (changed is None or os.path.split(self.job.keeper_file) in changed
                 or self.keeper_news())
 
     def close(self) -> None:

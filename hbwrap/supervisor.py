@@ -12,7 +12,6 @@ import os
 import select
 import signal
 import time
-from pathlib import Path
 
 from hbwrap import lease, policy, procs
 from hbwrap.errors import HbwrapError
@@ -167,8 +166,8 @@ class Supervisor:
                                        discard=self.discard_output)
         self.status_line = (StatusLine(self.passthrough, self.stderr_fd)
                             if not opts.quiet and os.isatty(self.stderr_fd) else None)
-        checkpoint = Path(opts.checkpoint_file) if opts.checkpoint_file else self.job.default_checkpoint
-        heartbeat = Path(opts.heartbeat_file) if opts.heartbeat_file else self.job.default_heartbeat
+        checkpoint = opts.checkpoint_file or self.job.default_checkpoint
+        heartbeat = opts.heartbeat_file or self.job.default_heartbeat
         self.observer = Observer(self.job, [compile_pattern(p, "--progress-pattern") for p in opts.progress_patterns],
                                  [compile_pattern(p, "--fatal-pattern") for p in opts.fatal_patterns],
                                  checkpoint, heartbeat, self.passthrough, self.say,

@@ -66,12 +66,12 @@ def orphan_doc(job: JobDir, now_wall: float) -> dict | None:
                 or _keeper_processes(job):
             raise StateError(f"{exc}; its command may still be running, so hbwrap will not start another: stop "
                              f"it, then remove {job.state_file}") from None
-        aside = job.state_file.with_name(f"state.json.corrupt-{int(now_wall)}")
+        aside = os.path.join(job.path, f"state.json.corrupt-{int(now_wall)}")
         try:
             os.replace(job.state_file, aside)
         except OSError:
             raise exc from None
-        stderr_line(f"{exc}; moved it to {aside.name} and starting a new run")
+        stderr_line(f"{exc}; moved it to {os.path.basename(aside)} and starting a new run")
         return None
     if rec is not None and rec.status in ACTIVE_VALUES and rec.run_id:
         return doc

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import select
 import time
+from pathlib import Path
 
 from alertkit import ev, json_body, local_ts, wait_for
 from conftest import alive
@@ -227,7 +228,7 @@ def test_events_the_delivery_threads_report_are_written_by_the_loop_once_each(tm
         journal.alert_news()
     finally:
         journal.alerter.close(1.0)
-    lines = job.events_file.read_text().splitlines()
+    lines = Path(job.events_file).read_text().splitlines()
     events = [json.loads(line) for line in lines]
     kinds = [e["event"] for e in events]
     assert kinds.count("alert_failed") == 600 and kinds.count("alert_output") == 600, kinds[:20]

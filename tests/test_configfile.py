@@ -258,13 +258,13 @@ def test_explicit_config_must_exist(tmp_path):
         cf.find_config(str(missing), {})
     assert info.value.exit_code == 125
     path = write(tmp_path, "")
-    assert cf.find_config(str(path), {"HBWRAP_CONFIG": str(missing)}) == path  # --config wins
+    assert cf.find_config(str(path), {"HBWRAP_CONFIG": str(missing)}) == str(path)  # --config wins
 
 
 def test_hbwrap_config_env(tmp_path):
     path = write(tmp_path, "", "mine.toml")
     env = {"HBWRAP_CONFIG": str(path), "XDG_CONFIG_HOME": str(tmp_path)}
-    assert cf.find_config(None, env) == path
+    assert cf.find_config(None, env) == str(path)
     env["HBWRAP_CONFIG"] = str(tmp_path / "gone.toml")
     with pytest.raises(ConfigError, match=r"gone.toml: config file not found \(\$HBWRAP_CONFIG\)$"):
         cf.find_config(None, env)
@@ -276,7 +276,7 @@ def test_xdg_discovery(tmp_path, monkeypatch):
     xdg = tmp_path / "xdg" / "hbwrap" / "config.toml"
     xdg.parent.mkdir(parents=True)
     xdg.write_text("[defaults]\ntimeout = '1m'\n")
-    assert cf.find_config(None, env) == xdg
+    assert cf.find_config(None, env) == str(xdg)
     assert cf.resolve_config(None, env).defaults == {"timeout": "1m"}
     # without XDG_CONFIG_HOME (or with a relative one): ~/.config
     home_cfg = tmp_path / "home" / ".config" / "hbwrap" / "config.toml"
@@ -284,12 +284,12 @@ def test_xdg_discovery(tmp_path, monkeypatch):
     assert cf.find_config(None, env) is None
     home_cfg.parent.mkdir(parents=True)
     home_cfg.write_text("")
-    assert cf.find_config(None, env) == home_cfg
+    assert cf.find_config(None, env) == str(home_cfg)
     monkeypatch.setitem(env, "XDG_CONFIG_HOME", "relative/dir")
-    assert cf.find_config(None, env) == home_cfg
-    assert cf.default_config_path(env) == home_cfg
+    assert cf.find_config(None, env) == str(home_cfg)
+    assert cf.default_config_path(env) == str(home_cfg)
     monkeypatch.setitem(env, "HBWRAP_CONFIG", str(tmp_path / "x.toml"))
-    assert cf.default_config_path(env) == tmp_path / "x.toml"
+    assert cf.default_config_path(env) == str(tmp_path / "x.toml")
 
 
 # ----------------------------------------------------------------------------------------------- writing

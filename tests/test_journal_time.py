@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from hbwrap import policy
 from hbwrap.jobstore import JobDir
@@ -51,7 +52,7 @@ def test_an_instant_reads_the_same_in_events_and_state_whatever_the_jitter(tmp_p
         journal.st.rec.approval_until = until
         event = journal.emit(Event.RESTART_PENDING, approve_by=policy.At(until))
         journal.write_state(None)
-        state = json.loads(job.state_file.read_text())
+        state = json.loads(Path(job.state_file).read_text())
         assert state["approval_until"] == event["approve_by"], (i, state["approval_until"], event["approve_by"])
         offsets.add(journal.wall_offset())
     assert len(offsets) == 1

@@ -110,3 +110,18 @@ def test_the_keeper_imports_almost_nothing():
     added = set(r.stdout.split())
     assert "hbwrap.keeper" in added and "hbwrap.spawn" in added
     assert sorted(m for m in added if m in KEEPER_LEAVES_OUT or m.split(".")[0] in KEEPER_LEAVES_OUT) == []
+
+
+def test_the_supervisor_imports_no_pathlib():
+    # pathlib brings fnmatch, ntpath, urllib.parse and ipaddress: 0.7 MB of a supervisor; job paths are str.
+    # (Checked without site: this venv's editable-install finder imports pathlib itself.)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    probe = (f"import sys\nsys.path.insert(0, {root!r})\n"
+             "import hbwrap.entry, hbwrap.runargs, hbwrap.config_merge, hbwrap.supervisor, hbwrap.takeover\n"
+             "sys.stdout.write(' '.join(sorted(sys.modules)))\n")
+    r = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, timeout=60,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    loaded = set(r.stdout.split())
+    assert "hbwrap.supervisor" in loaded
+    assert sorted(loaded & {"pathlib", "urllib", "urllib.parse", "ipaddress", "fnmatch", "ntpath"}) == []

@@ -6,6 +6,7 @@ as overdue, never as ahead.
 """
 import json
 import os
+from pathlib import Path
 import re
 import signal
 import subprocess
@@ -119,7 +120,7 @@ def test_keeper_record_of_a_newer_attempt_wins_over_a_stale_backoff(tmp_path, hb
         sup_start, cmd_start = _wait_started(sup.pid), _wait_started(cmd.pid)
         now = time.time()
         job = StateDir(tmp_path / "state").job("mid")
-        job.path.mkdir(parents=True)
+        os.makedirs(job.path)
         # the supervisor wrote this while it waited for the restart (3 s ago)...
         write_json_atomic(job.state_file, {
             "schema": SCHEMA_VERSION, "name": "mid", "run_id": run_id, "status": "backoff", "attempt": 1,
@@ -135,7 +136,7 @@ def test_keeper_record_of_a_newer_attempt_wins_over_a_stale_backoff(tmp_path, hb
             "keeper_start": sup_start, "started_at": now - 1.5, "child_pid": cmd.pid, "child_start": cmd_start,
             "exit_code": None, "exit_signal": None, "ended_at": None})
         os.utime(job.keeper_file, (now - 1.5, now - 1.5))
-        job.log_file.write_bytes(b"attempt 1 output\nagent: attempt 2: resuming after item-3\n")
+        Path(job.log_file).write_bytes(b"attempt 1 output\nagent: attempt 2: resuming after item-3\n")
         os.utime(job.log_file, (now - 0.5, now - 0.5))
 
         row = views.job_row(job)
@@ -150,7 +151,7 @@ def test_keeper_record_of_a_newer_attempt_wins_over_a_stale_backoff(tmp_path, hb
         cmd.kill()
         cmd.wait()
         write_json_atomic(job.keeper_file, {
-            **json.loads(job.keeper_file.read_text()), "exit_code": 0, "exited_at": now, "ended_at": now})
+            **json.loads(Path(job.keeper_file).read_text()), "exit_code": 0, "exited_at": now, "ended_at": now})
         row = views.job_row(job)
         assert row["child_pid"] is None and row["child_exit_code"] == 0 and row["attempt"] == 2, row
     finally:
@@ -162,7 +163,7 @@ def test_keeper_record_of_a_newer_attempt_wins_over_a_stale_backoff(tmp_path, hb
 def test_keeper_record_of_another_run_is_ignored(tmp_path):
     now = time.time()
     job = StateDir(tmp_path / "state").job("old")
-    job.path.mkdir(parents=True)
+    os.makedirs(job.path)
     write_json_atomic(job.state_file, {
         "schema": SCHEMA_VERSION, "name": "old", "run_id": "run-2", "status": "succeeded", "attempt": 1,
         "restarts": 0, "supervisor_pid": None, "child_pid": None, "checkpoint": None, "exit_code": 0,
@@ -171,7 +172,7 @@ def test_keeper_record_of_another_run_is_ignored(tmp_path):
     os.utime(job.state_file, (now - 50, now - 50))
     write_json_atomic(job.keeper_file, {"schema": SCHEMA_VERSION, "run_id": "run-1", "attempt": 4,
                                         "child_pid": os.getpid(), "child_start": procs.start_time(os.getpid())})
-    job.log_file.write_bytes(b"x\n")
+    Path(job.log_file).write_bytes(b"x\n")
     row = views.job_row(job)
     assert row["attempt"] == 1 and row["child_pid"] is None and row["status"] == "succeeded", row
     assert row["last_output_at"] == iso(now - 51), row  # a finished run's record is the truth
