@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 
-from hbwrap.approval import take_answer
 from hbwrap.errors import StateError
 from hbwrap.jobstore import JobDir, open_job_file, parse_iso, read_job_file
 from hbwrap.markers import MarkerScanner
@@ -403,6 +402,10 @@ class Observer:
         (policy judges whether it answers the pending restart). `offset_s`: wall - mono now."""
         if changed is not None and os.path.split(self.job.approval_file) not in changed:
             return
+        if not os.path.lexists(self.job.approval_file):
+            return  # (the common case: no answer, and no import of approval.py for it)
+        from hbwrap.approval import take_answer
+
         try:
             answer = take_answer(self.job)
         except StateError as exc:

@@ -83,7 +83,7 @@ print(json.dumps({"who": approval.who(), "subreaper": procs.set_child_subreaper(
 SUPERVISOR = ("hbwrap.entry", "hbwrap.runargs", "hbwrap.config_merge", "hbwrap.supervisor", "hbwrap.takeover")
 SUPERVISOR_LEAVES_OUT = ("subprocess", "socket", "traceback", "random", "threading", "urllib", "ssl", "http",
                          "typer", "click", "rich", "tomllib", "tomli_w", "psycopg", "hbwrap.cli", "hbwrap.alerts",
-                         "hbwrap.views", "hbwrap.lease_pg")
+                         "hbwrap.views", "hbwrap.lease_pg", "hbwrap.approval", "hbwrap.activity", "hbwrap.retryafter")
 
 
 def test_the_supervisor_imports_what_a_run_may_need_only_when_it_needs_it():

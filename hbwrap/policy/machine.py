@@ -2,8 +2,6 @@
 `wake_at` says when something is next due. Pure: no I/O, every instant is passed in (monotonic seconds)."""
 from __future__ import annotations
 
-from hbwrap.activity import activity_alive
-from hbwrap.retryafter import parse_retry_after
 
 from hbwrap.model import (AttemptEnd, Decision, DecisionKind, Event, Phase, RunRecord, StallReason, Status,
                           fmt_s)
@@ -101,6 +99,8 @@ def _observe(st: RunState, obs: Observations, now: float, opts: RunOptions, out:
         if obs.new_line:
             rec.last_new_line_at = now
     for value in obs.retry_after:
+        from hbwrap.retryafter import parse_retry_after  # (only runs with retry-after markers)
+
         delay = parse_retry_after(str(value))
         if delay is not None:
             rec.retry_after_s = delay
@@ -392,6 +392,8 @@ def _judge_activity(st: RunState, now: float, opts: RunOptions, out: list) -> bo
         return False
     base, fresh = st.activity_base, st.activity_fresh
     st.activity_fresh = None
+    from hbwrap.activity import activity_alive  # (only runs with --activity)
+
     alive, detail = activity_alive(base, fresh, now - float(base.get("mono", now)), opts.activity)
     if alive:
         st.rec.last_life_at = now
