@@ -13,8 +13,9 @@ import os
 
 from hbwrap.errors import StateError
 from hbwrap.jobstore import JobDir, open_job_file, parse_iso, read_job_file
+from hbwrap.libc import keep_heap_for
 from hbwrap.markers import MarkerScanner
-from hbwrap.output import GAP, STDERR, STDOUT, LogFollower, index_size, log_position
+from hbwrap.output import GAP, READ_CHUNK, STDERR, STDOUT, LogFollower, index_size, log_position
 from hbwrap.policy import Observations
 
 PUMP_BUDGET = 8 * 1024 * 1024  # bytes of output handled before deadlines are looked at again
@@ -82,6 +83,7 @@ class Observer:
         self.follower: LogFollower | None = None
         self.scanners: dict[str, MarkerScanner] = {}
         self.more_output = False
+        self.heap_kept = False  # malloc tuned for output in bulk (libc.keep_heap_for), once it comes
         self.skipped_noted = 0
         self.heartbeat_mtime: int | None = None
         self.checkpoint_content: bytes | None = None
@@ -238,6 +240,8 @@ class Observer:
                     self._gap(data)
                     continue
                 got += len(data)
+                if len(data) >= READ_CHUNK and not self.heap_kept:
+                    self.heap_kept = keep_heap_for(READ_CHUNK) or True
                 if feeding:
                     pt.write(stream, data)
                 self._markers(self.scanners[stream].feed(data), obs)
