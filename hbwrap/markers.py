@@ -59,11 +59,18 @@ class MarkerScanner:
         self.literals = None if any(lit is None for lit in literals) else sorted(set(literals))
         # a pure literal compiles to a fast substring search; an alternation of literals does not
         self._finders = [re.compile(re.escape(lit)) for lit in self.literals or ()]
+        self._masked_literals: list[bytes] | None = None
         self._carry = bytearray()
         self._carry_full = False
         self._after_cr = False  # the last chunk ended with \r: a \n opening the next one ends no other line
 
-    def feed(self, data: bytes) -> list[tuple[str, str]]:
+    def feed(self, data: bytes, uniform_line: bytes | None = None) -> list[tuple[str, str]]:
+        """Markers in the lines `data` completes.
+
+        `uniform_line` (from RepeatDetector.feed over the same `data`): every line between the first and
+        the last line end of `data` masks to it, so when no literal a marker needs, masked the same way,
+        is in it, none of those lines is matched (a loop's thousands of equal lines cost one check).
+        """
         found: list[tuple[str, str]] = []
         if self._after_cr and data.startswith(b"\n"):
             data = data[1:]  # the \n of a \r\n that the previous chunk began
@@ -85,7 +92,7 @@ class MarkerScanner:
         last_nl = norm.rfind(b"\n")
         body_start = first_nl + (2 if data[first_nl:first_nl + 2] == b"\r\n" else 1)
         body_end = last_nl - 1 if last_nl and data[last_nl - 1:last_nl + 1] == b"\r\n" else last_nl
-        if body_end >= body_start:
+        if body_end >= body_start and not (uniform_line is not None and self._absent_from(uniform_line)):
             self._scan_body(data, norm, body_start, body_end, found)
         self._add_carry(data[last_nl + 1:])
         return found
@@ -99,6 +106,17 @@ class MarkerScanner:
         self._carry_full = False
         self._after_cr = False
         return found
+
+    def _absent_from(self, masked_line: bytes) -> bool:
+        """No line that masks to `masked_line` can hold a marker: it lacks every masked literal."""
+        if self.literals is None:
+            return False
+        if self._masked_literals is None:
+            # a uniform line comes only from the repeat detector, so it is imported by now
+            from hbwrap.repeat import premask
+
+            self._masked_literals = [premask(lit) for lit in self.literals]
+        return not any(lit in masked_line for lit in self._masked_literals)
 
     def _add_carry(self, piece: bytes) -> None:
         if self._carry_full or not piece:

@@ -244,8 +244,7 @@ class Observer:
                     self.heap_kept = keep_heap_for(READ_CHUNK) or True
                 if feeding:
                     pt.write(stream, data)
-                self._markers(self.scanners[stream].feed(data), obs)
-                self._feed_repeat(data, obs)
+                self._markers(self.scanners[stream].feed(data, self._feed_repeat(data, obs)), obs)
         if final and channel is not None:
             while (frame := channel.pop()) is not None:  # the log has nothing more: they come at its end
                 got += len(frame.data)
@@ -272,10 +271,13 @@ class Observer:
             obs.line = True
             obs.new_line = obs.new_line or new
 
-    def _feed_repeat(self, data: bytes, obs: Observations) -> None:
-        if self.repeat is not None:
-            lines = self.repeat.lines
-            self._repeats(self.repeat.feed(data, self._now), lines, obs)
+    def _feed_repeat(self, data: bytes, obs: Observations) -> bytes | None:
+        """Feed the repetition window (with --repeat-timeout); its uniform line, for the marker scan."""
+        if self.repeat is None:
+            return None
+        lines = self.repeat.lines
+        self._repeats(self.repeat.feed(data, self._now), lines, obs)
+        return self.repeat.uniform_line
 
     def _take_frame(self, frame, here: tuple[int, int], obs: Observations) -> None:
         """Output the disk refused, in its place: passed through and scanned like the log's."""
@@ -292,10 +294,10 @@ class Observer:
             pt.write(frame.stream, frame.data)
         else:
             pt.spilled(here, frame.stream, frame.data)  # a lagging passthrough puts it in at its place
+        uniform = self._feed_repeat(frame.data, obs)
         scanner = self.scanners.get(frame.stream)
         if scanner is not None:
-            self._markers(scanner.feed(frame.data), obs)
-        self._feed_repeat(frame.data, obs)
+            self._markers(scanner.feed(frame.data, uniform), obs)
 
     def _gap(self, gap) -> None:
         """The log's record of a gap at the reader's position: what of it came live counts; wait for the rest."""

@@ -19,6 +19,10 @@ line on large chunks (small ones update the window line by line, which is cheap 
 * only when the coarse form matches is the exact mask computed (numbers of another width, hex ids),
   for many lines in one pass over the chunk.
 
+A chunk that is one line over and over (a loop) is recognised by one comparison with a kept buffer of
+that line repeated; `uniform_line` then tells the marker scan that every line there is that line with
+its digits masked, so the scan looks at that line once instead of at each of its thousands of copies.
+
 Approximations, all bounded: within one chunk a line is compared with the window and with the chunk's
 other lines (not only the 1,000 before it); lines longer than 1 KiB are compared on their first KiB
 plus a CRC and the length of the rest (digits in the rest count by position, not as runs); an
@@ -43,6 +47,11 @@ _HEX_TO_ZERO = bytes.maketrans(b"abcdefABCDEF", b"000000000000")
 _HEX_CLASS = b"0abcdefABCDEF"  # after _PREMASK every digit is 0
 _HEX_RUN = re.compile(b"00000000(?:0*)")  # over _HEX_TO_ZERO output (spelt so that sre searches fastest)
 _SPEC_MASK = re.compile(rb"[0-9A-Fa-f]{8,}|[0-9]+")
+
+
+def premask(text: bytes) -> bytes:
+    """Digits as `0` and `\r` as `\n`, byte for byte: what RepeatDetector.uniform_line is made of."""
+    return text.translate(_PREMASK)
 
 
 def mask_line(line: bytes) -> bytes:
@@ -177,10 +186,19 @@ class RepeatDetector:
         self._masks: dict[bytes, int] | None = None   # exact mask -> lines; None until needed
         self._mask_of: dict[bytes, bytes] = {}        # key -> exact mask (cache)
         self._partial = _Partial()
+        self._run_unit = b""  # _repeated's unit and buffer
+        self._run = b""
+        self.uniform_line: bytes | None = None
 
     # --- feeding -----------------------------------------------------------------------------------
     def feed(self, chunk: bytes, now: float) -> bool:
-        """Take a chunk of output as it arrived; True if it completed at least one new line."""
+        """Take a chunk of output as it arrived; True if it completed at least one new line.
+
+        Afterwards `uniform_line` is, when every line between the chunk's first and last line end is one
+        line repeated, that line with digits masked (see `premask`), else None: a raw line there can
+        contain a text only if this line contains the text premasked (the marker scan uses that).
+        """
+        self.uniform_line = None
         if not chunk:
             return False
         data = chunk.translate(_PREMASK)
@@ -194,7 +212,7 @@ class RepeatDetector:
         new = self._take(keys, now)
         last = data.rfind(b"\n")
         if last > first:
-            new = self._body(data[first + 1:last + 1], now) or new
+            new = self._body(data, first + 1, last + 1, now) or new
         return self._take(self._partial.add(data[last + 1:]), now) or new
 
     def flush(self, now: float) -> bool:
@@ -216,23 +234,26 @@ class RepeatDetector:
         if new:
             self.last_new_at = now
 
-    def _body(self, body: bytes, now: float) -> bool:
-        """Whole lines, `body` ending with a line end."""
-        line_end = body.find(b"\n")
+    def _body(self, data: bytes, start: int, end: int, now: float) -> bool:
+        """The whole lines of data[start:end], which ends with a line end."""
+        line_end = data.find(b"\n", start)
         unit_end = line_end + 1
-        while body.startswith(b"\n", unit_end):
+        while data.startswith(b"\n", unit_end):
             unit_end += 1
-        unit = body[:unit_end]
-        repeats, rest = divmod(len(body), unit_end)
-        if not rest and line_end <= LINE_MAX_BYTES and unit * repeats == body:  # memcpy + memcmp speed
+        repeats, rest = divmod(end - start, unit_end - start)
+        if not rest and line_end - start <= LINE_MAX_BYTES and data.startswith(
+                self._repeated(data[start:unit_end], repeats), start):  # memcmp speed
             # the chunk is one line over and over (the common loop, and the benchmark's numbered lines)
-            if line_end == 0:
+            if line_end == start:
                 return False
-            key = _key(body[:line_end])
+            line = data[start:line_end]
+            self.uniform_line = line
+            key = _key(line)
             new = self._any_new([key])[0]
             self._push_repeated(key, repeats)
             self._note(repeats, new, now)
             return new
+        body = data[start:end]
         lines = body.split(b"\n")
         lines.pop()
         lines = list(filter(None, lines))
@@ -241,6 +262,13 @@ class RepeatDetector:
         if len(body) > KEY_PREFIX_BYTES and max(map(len, lines)) > KEY_PREFIX_BYTES:
             return self._take(self._long_lines(lines), now)
         return self._take(lines, now, body)
+
+    def _repeated(self, unit: bytes, times: int) -> memoryview:
+        """`unit * times` without building it for every chunk: one buffer, kept while the unit stays."""
+        size = len(unit) * times
+        if self._run_unit != unit or len(self._run) < size:
+            self._run_unit, self._run = unit, unit * (times + times // 4 + 1)  # room for the next chunks
+        return memoryview(self._run)[:size]
 
     @staticmethod
     def _long_lines(lines: list[bytes]) -> list[bytes]:

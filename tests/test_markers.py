@@ -265,3 +265,56 @@ def test_a_progress_bar_that_only_uses_carriage_returns_is_progress(hb):
     assert r.returncode == 0, r
     assert hb.status("bar")[0]["checkpoint"] == "step-11"
     assert "stall" not in [e["event"] for e in hb.events("bar")]
+
+
+def _scan_with_repeat_hints(s: MarkerScanner, chunks) -> list:
+    """Scan as the Observer does with --repeat-timeout: each chunk's uniform line from the detector first."""
+    from hbwrap.repeat import RepeatDetector
+
+    det = RepeatDetector()
+    found = []
+    for i, chunk in enumerate(chunks):
+        det.feed(chunk, float(i))
+        found += s.feed(chunk, det.uniform_line)
+    return found + s.flush()
+
+
+LOOPS = [
+    b"".join(b"%08d waiting for the lock\n" % i for i in range(3000)),       # no literal: skipped
+    b"".join(b"checkpoint: page-%d\n" % i for i in range(3000)),             # the literal on every line
+    b"".join(b"step %d done\n" % (i % 10) for i in range(3000)),              # a literal with a digit
+    b"".join(b"retry %d\r\n" % i for i in range(3000)),                       # \r\n line ends
+    b"".join(b"checkpoint: 7\rprogress %d%%\r" % (i % 100) for i in range(2000)),  # two lines a unit
+    b"".join(b"%d ERROR: account suspended\n" % i for i in range(2000)),
+]
+
+
+@pytest.mark.parametrize("loop", range(len(LOOPS)))
+def test_uniform_line_hints_never_change_what_is_found(loop):
+    # the hint lets a chunk that is one line repeated skip the literal search; a marker whose literal (digits
+    # masked) is in that line must still be found on every line, in every chunking
+    progress = [DEFAULT_PROGRESS_PATTERN, r"^step 4 done$"]
+    fatal = [r"account suspended"]
+    data = LOOPS[loop] + b"checkpoint: after-the-loop\n"
+    rng = random.Random(loop)
+    for _ in range(5):
+        cuts = sorted(rng.sample(range(1, len(data)), 6))
+        chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+        compiled = ([re.compile(p) for p in progress], [re.compile(p) for p in fatal])
+        expected = reference(data, *compiled)
+        assert _scan_with_repeat_hints(MarkerScanner(*compiled), chunks) == expected
+        assert scan(MarkerScanner(*compiled), chunks) == expected
+
+
+def test_a_uniform_chunk_without_the_literal_is_not_searched():
+    from hbwrap.repeat import RepeatDetector
+
+    det = RepeatDetector()
+    chunk = b"x\n" + b"".join(b"%08d waiting for the lock\n" % i for i in range(3000))
+    det.feed(chunk, 1.0)
+    assert det.uniform_line == b"00000000 waiting for the lock"
+    s = scanner()
+    s._finders = None  # a search would fail: the hint must settle the body
+    assert s.feed(chunk, det.uniform_line) == []
+    det.feed(b"a\nb\nc\n", 2.0)
+    assert det.uniform_line is None  # lines that differ: no hint

@@ -195,3 +195,18 @@ def test_big_chunks_needing_exact_masks_for_many_lines():
     assert det.feed(loop(400, odd=250), 5.0)
     assert not det.feed(loop(200), 6.0)
     assert det.last_new_at == 5.0
+
+
+def test_uniform_chunks_of_changing_lines_and_lengths():
+    # the buffer kept for the one-line-repeated check must follow its line and grow with the chunk: the
+    # answers are those of a detector fed the same lines one at a time
+    det, by_line = RepeatDetector(window_lines=300), RepeatDetector(window_lines=300)
+    for turn, n in enumerate([50, 400, 30, 2000, 2000, 1999, 7]):
+        line = b"pass %d of %s" % (turn, [b"alpha", b"beta", b"gamma"][turn % 3])
+        chunk = b"\n" + b"".join(line + b"\n" for _ in range(n))
+        new = det.feed(chunk, float(turn))
+        assert det.uniform_line == line.translate(_PREMASK)
+        one_by_one = [by_line.feed(piece, float(turn)) for piece in [b"\n"] + [line + b"\n"] * n]
+        assert new == any(one_by_one), turn
+        assert det.last_new_at == by_line.last_new_at
+    assert det.feed(b"\n".join([b"pass 1 of beta"] * 3) + b"\n", 9.0)  # beta left the window
