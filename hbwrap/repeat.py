@@ -23,6 +23,12 @@ A chunk that is one line over and over (a loop) is recognised by one comparison 
 that line repeated; `uniform_line` then tells the marker scan that every line there is that line with
 its digits masked, so the scan looks at that line once instead of at each of its thousands of copies.
 
+A chunk of more lines than the window whose first lines are new (output that progresses, in bulk) is
+settled without splitting it all: the answer is already "new", and the window afterwards is the
+chunk's last `window_lines` lines, the only ones split. Right after such a chunk the window's coarse
+forms are not built at once: a new first line is usually proved new by a text its mask keeps being
+absent from the window (see `_proven_new`).
+
 Approximations, all bounded: within one chunk a line is compared with the window and with the chunk's
 other lines (not only the 1,000 before it); lines longer than 1 KiB are compared on their first KiB
 plus a CRC and the length of the rest (digits in the rest count by position, not as runs); an
@@ -41,6 +47,7 @@ KEY_PREFIX_BYTES = 1024        # longer lines are compared on this prefix + CRC 
 LINE_MAX_BYTES = 64 * 1024     # an unterminated line is cut into a line after this many bytes
 _CACHE_FACTOR = 2              # mask cache entries kept, in windows
 _BATCH_MASKS = 64              # more keys than this to mask: mask the whole chunk in one pass instead
+_QUICK_LOOKS = 8               # after the window is replaced: lines proved new without its coarse forms
 
 _PREMASK = bytes.maketrans(b"0123456789\r", b"0000000000\n")
 _HEX_TO_ZERO = bytes.maketrans(b"abcdefABCDEF", b"000000000000")
@@ -179,12 +186,15 @@ class RepeatDetector:
         self.window_lines = window_lines
         self.last_new_at = now
         self.last_line_at: float | None = None
-        self.lines = 0  # non-empty lines seen
+        # non-empty lines seen, except that a big chunk settled by its first lines adds fewer: what matters
+        # is that it grows whenever lines end
+        self.lines = 0
         self._keys: deque[bytes] = deque()
         self._counts: dict[bytes, int] = {}          # key -> lines of the window with it
         self._coarse: dict[bytes, int] | None = None  # coarse form -> lines; None until needed
         self._masks: dict[bytes, int] | None = None   # exact mask -> lines; None until needed
         self._mask_of: dict[bytes, bytes] = {}        # key -> exact mask (cache)
+        self._quick_looks = 0                         # _proven_new's looks left before coarse forms
         self._partial = _Partial()
         self._run_unit = b""  # _repeated's unit and buffer
         self._run = b""
@@ -253,6 +263,10 @@ class RepeatDetector:
             self._push_repeated(key, repeats)
             self._note(repeats, new, now)
             return new
+        if end - start > 2 * self.window_lines and self._counts:
+            settled = self._new_at_head(data, start, end, now)
+            if settled:
+                return True
         body = data[start:end]
         lines = body.split(b"\n")
         lines.pop()
@@ -262,6 +276,26 @@ class RepeatDetector:
         if len(body) > KEY_PREFIX_BYTES and max(map(len, lines)) > KEY_PREFIX_BYTES:
             return self._take(self._long_lines(lines), now)
         return self._take(lines, now, body)
+
+    def _new_at_head(self, data: bytes, start: int, end: int, now: float) -> bool:
+        """A body of more lines than the window whose first lines are new: only its last `window_lines`
+        lines are split, as they are all the window keeps (lines between are neither compared nor kept,
+        and count as one in `lines`). False (nothing taken) for any other body."""
+        head, pos = [], start
+        while len(head) < 4 and pos < end:
+            line_end = data.find(b"\n", pos, end)
+            if line_end > pos:
+                head.append(data[pos:line_end])
+            pos = line_end + 1
+        if not head or max(map(len, head)) > KEY_PREFIX_BYTES or not self._head_new(head):
+            return False
+        parts = data[pos:end].rsplit(b"\n", self.window_lines + 1)  # [before, the last lines..., b""]
+        tail = list(filter(None, parts[1:-1]))
+        if len(tail) < self.window_lines or max(map(len, tail)) > KEY_PREFIX_BYTES:
+            return False  # empty or long lines among the last ones: the ordinary way
+        self._rebuild(tail)
+        self._note(len(head) + (1 if parts[0] else 0) + len(tail), True, now)
+        return True
 
     def _repeated(self, unit: bytes, times: int) -> memoryview:
         """`unit * times` without building it for every chunk: one buffer, kept while the unit stays."""
@@ -294,11 +328,8 @@ class RepeatDetector:
         counts = self._counts
         if not counts:
             return True, None
-        for key in keys[:4]:  # progressing output usually shows itself in the first lines
-            if key not in counts:
-                if self._coarse_new([key]):
-                    return True, None
-                break
+        if self._head_new(keys):
+            return True, None
         misses = list(set(keys).difference(counts))
         if not misses:
             return False, None
@@ -309,6 +340,30 @@ class RepeatDetector:
             masks = list(filter(None, _mask_joined(body).split(b"\n")))  # non-empty lines stay non-empty
             return not window.keys() >= set(masks), masks
         return not window.keys() >= set(self._masks_for(misses)), None
+
+    def _head_new(self, keys: list[bytes]) -> bool:
+        """Whether the first lines prove the keys new (progressing output usually shows itself there)."""
+        counts = self._counts
+        for key in keys[:4]:
+            if key not in counts:
+                return self._proven_new(key)
+        return False
+
+    def _proven_new(self, key: bytes) -> bool:
+        """Whether `key`, not in the window, is sure to be new (False: it may be a repeat).
+
+        Right after the window was replaced by a big chunk's last lines, a text the line's mask keeps
+        (its longest part between masked runs) is looked for in the window's keys joined: every line with
+        the same mask holds that text, so where it is absent the line is new. That spares building the
+        window's coarse forms for output that never repeats; after a few such looks (small chunks, where
+        the coarse forms are kept up to date line by line) they are built once.
+        """
+        if self._coarse is None and self._quick_looks and len(key) <= KEY_PREFIX_BYTES:
+            self._quick_looks -= 1
+            text = max(_mask_joined(key).split(b"0"), key=len)
+            if len(text) >= 4 and text not in b"\n".join(self._keys):
+                return True
+        return self._coarse_new([key])
 
     def _coarse_new(self, misses: list[bytes]) -> bool:
         """A coarse form the window lacks proves a new line (equal masks imply equal coarse forms)."""
@@ -359,6 +414,7 @@ class RepeatDetector:
             self._push([key] * times)
 
     def _rebuild(self, keys: list[bytes], masks: list[bytes] | None = None) -> None:
+        self._quick_looks = _QUICK_LOOKS
         self._keys = deque(keys)
         self._counts = dict(Counter(keys))
         self._coarse = None

@@ -210,3 +210,53 @@ def test_uniform_chunks_of_changing_lines_and_lengths():
         assert new == any(one_by_one), turn
         assert det.last_new_at == by_line.last_new_at
     assert det.feed(b"\n".join([b"pass 1 of beta"] * 3) + b"\n", 9.0)  # beta left the window
+
+
+def _distinct(n, tag=b"w"):
+    """n lines that differ once masked: each spells its number in letters that are not hex digits."""
+    def word(i):
+        letters = b""
+        while True:
+            i, r = divmod(i, 20)
+            letters += b"ghijklmnopqrstuvwxyz"[r:r + 1]
+            if not i:
+                return letters
+    return [b"%s line %s says %s" % (tag, word(i), b"xyz" * (i % 7)) for i in range(n)]
+
+
+def test_a_big_new_chunk_leaves_its_last_lines_as_the_window():
+    # more lines than the window, new from the first line: only the last `window` lines are kept
+    lines = _distinct(1500)
+    det = RepeatDetector(window_lines=1000)
+    assert det.feed(b"start\n", 0.0)
+    assert det.feed(b"".join(line + b"\n" for line in lines), 1.0)
+    assert det.feed(lines[100] + b"\n", 2.0)               # left the window
+    assert not det.feed(lines[-1] + b"\n", 3.0)            # in it
+    assert not det.feed(lines[600] + b"\n", 4.0)           # the 1,000th line from the chunk's end
+    assert det.last_new_at == 2.0
+    assert det.feed(lines[499] + b"\n", 5.0)               # the 1,001st
+
+
+def test_a_big_chunk_of_lines_masked_like_the_window_is_not_new():
+    # right after a big chunk replaced the window, its coarse forms are not built: a first line whose key
+    # differs (another number width, another hex id) but whose mask is in the window is still a repeat
+    def loop(n, width, start):
+        return b"".join(b"retry %0*d failed id=%s\n" % (width, start + i, os.urandom(5).hex().encode())
+                        for i in range(n))
+    det = RepeatDetector(window_lines=1000)
+    assert det.feed(b"begin\n", 0.0)
+    assert det.feed(b"".join(b"%s\n" % line for line in _distinct(1200)) + loop(1200, 3, 100), 1.0)
+    assert not det.feed(loop(1500, 6, 100000), 2.0)
+    assert not det.feed(loop(1500, 2, 10), 3.0)
+    assert det.last_new_at == 1.0
+    assert det.feed(b"retry 7 failed id=xyz\n", 4.0)      # another text: new
+
+
+def test_varied_lines_fed_one_by_one_build_the_coarse_forms_once():
+    # after a big chunk, the quick look serves a few lines; a stream of single new lines then gets the
+    # window's coarse forms built and kept up to date, not the window joined for every line
+    det = RepeatDetector(window_lines=1000)
+    det.feed(b"".join(line + b"\n" for line in _distinct(1500)), 1.0)
+    for i, line in enumerate(_distinct(50, tag=b"q")):
+        assert det.feed(line + b"\n", 2.0 + i)
+    assert det._coarse is not None and det._quick_looks == 0
