@@ -22,7 +22,7 @@ from __future__ import annotations
 import collections
 import time
 
-from hbwrap import procs
+from hbwrap import proctable
 from hbwrap.errors import UsageError
 
 KINDS = ("cpu", "io")
@@ -52,33 +52,33 @@ def parse_activity(text: str | list | tuple | None, option: str = "--activity") 
 
 
 def sample_tree(root_pids, *, keeper_pid: int | None = None, now_mono: float | None = None,
-                table: dict[int, procs.ProcStat] | None = None) -> dict:
-    """CPU and I/O counters of each process of the tree under `root_pids` (see procs.tree_pids).
+                table: dict[int, proctable.ProcStat] | None = None) -> dict:
+    """CPU and I/O counters of each process of the tree under `root_pids` (see proctable.tree_pids).
 
     Returns {"mono", "keeper_pid", "procs": {pid: ProcSample}, "cpu_s", "io_bytes"}; the totals leave out
     the keeper's own counters (module docstring). With the keeper among the roots, a walk down from it
-    (procs.subtree_table), else one pass over /proc; plus /proc/PID/io of the members: about a millisecond
+    (proctable.subtree_table), else one pass over /proc; plus /proc/PID/io of the members: about a millisecond
     for a small tree, so it can run every few seconds.
     """
     now = time.monotonic() if now_mono is None else now_mono
     if table is None and keeper_pid is not None:
         # the keeper is a child subreaper: everything of the attempt is below it
-        table = procs.subtree_table(keeper_pid)
+        table = proctable.subtree_table(keeper_pid)
     if table is None:
-        table = procs.proc_table()
+        table = proctable.proc_table()
     samples: dict[int, ProcSample] = {}
     cpu_ticks = 0
     io_bytes = 0
-    for pid in procs.tree_pids(root_pids, table):
+    for pid in proctable.tree_pids(root_pids, table):
         st = table[pid]
-        io = procs.read_io(pid) or (0, 0)
+        io = proctable.read_io(pid) or (0, 0)
         samples[pid] = ProcSample(st.start, st.utime + st.stime, st.cutime + st.cstime, io[0], io[1])
         cpu_ticks += st.cutime + st.cstime
         if pid != keeper_pid:
             cpu_ticks += st.utime + st.stime
             io_bytes += io[0] + io[1]
     return {"mono": now, "keeper_pid": keeper_pid, "procs": samples,
-            "cpu_s": cpu_ticks / procs.CLK_TCK, "io_bytes": io_bytes}
+            "cpu_s": cpu_ticks / proctable.CLK_TCK, "io_bytes": io_bytes}
 
 
 def tree_activity(root_pids, *, keeper_pid: int | None = None) -> tuple[float, int]:

@@ -12,7 +12,7 @@ import re
 import sys
 import time
 
-from hbwrap import jsonlite, procs
+from hbwrap import jsonlite, procs, proctable
 from hbwrap.activity import fmt_bytes, fmt_span
 from hbwrap.argvmask import mask_argv
 from hbwrap.errors import StateError
@@ -129,17 +129,17 @@ def _resolve_sockets(by_pid: dict[int, list[int]]) -> dict[int, dict]:
 
 # --- the snapshot -------------------------------------------------------------------------------------
 
-def _cpu_share(pid: int, st: procs.ProcStat, baseline: dict | None, now_mono: float, age_s: float):
+def _cpu_share(pid: int, st: proctable.ProcStat, baseline: dict | None, now_mono: float, age_s: float):
     """(share of one core, over how many seconds): since the baseline if it knew this process, else lifetime."""
     cpu_ticks = st.utime + st.stime
     if baseline:
         then = (baseline.get("procs") or {}).get(pid)
         window_s = now_mono - float(baseline.get("mono", now_mono))
         if then is not None and then[0] == st.start and window_s > 0:  # (start, cpu_ticks, ...)
-            return max(0, cpu_ticks - then[1]) / procs.CLK_TCK / window_s, window_s
+            return max(0, cpu_ticks - then[1]) / proctable.CLK_TCK / window_s, window_s
     if age_s <= 0:
         return 0.0, 0.0
-    return cpu_ticks / procs.CLK_TCK / age_s, age_s
+    return cpu_ticks / proctable.CLK_TCK / age_s, age_s
 
 
 def _by_state(sockets: list[dict]) -> dict[str, int]:
@@ -150,8 +150,8 @@ def _by_state(sockets: list[dict]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def _process(pid: int, st: procs.ProcStat, depth: int, reads: dict, ctx: dict) -> dict:
-    age_s = max(0.0, ctx["boot_now"] - st.start / procs.CLK_TCK)
+def _process(pid: int, st: proctable.ProcStat, depth: int, reads: dict, ctx: dict) -> dict:
+    age_s = max(0.0, ctx["boot_now"] - st.start / proctable.CLK_TCK)
     share, over_s = _cpu_share(pid, st, ctx["baseline"], ctx["now_mono"], age_s)
     raw_argv = reads["cmdline"]
     argv = [a.decode("utf-8", "replace") for a in raw_argv.split(b"\0")[:-1]] if raw_argv else []
@@ -165,9 +165,9 @@ def _process(pid: int, st: procs.ProcStat, depth: int, reads: dict, ctx: dict) -
         "pid": pid, "ppid": st.ppid, "pgid": st.pgid, "sid": st.sid, "depth": depth,
         "name": st.comm, "state": st.state, "state_word": STATE_WORDS.get(st.state, "unknown"),
         "wchan": wchan if wchan and wchan != "0" else None, "threads": st.threads,
-        "cpu_s": round((st.utime + st.stime) / procs.CLK_TCK, 2),
+        "cpu_s": round((st.utime + st.stime) / proctable.CLK_TCK, 2),
         "cpu_share": round(share, 4), "cpu_share_over_s": round(over_s, 1),
-        "rss_bytes": st.rss_pages * procs.PAGE_SIZE, "age_s": round(age_s, 1),
+        "rss_bytes": st.rss_pages * proctable.PAGE_SIZE, "age_s": round(age_s, 1),
         "argv": mask_argv(argv, ctx["secrets"]),
         "io_read_bytes": io[0] if io else None, "io_write_bytes": io[1] if io else None,
         "sockets": inet[:SOCKETS_LISTED_MAX], "sockets_by_state": _by_state(inet),
@@ -176,7 +176,7 @@ def _process(pid: int, st: procs.ProcStat, depth: int, reads: dict, ctx: dict) -
     }
 
 
-def _depths(pids: list[int], table: dict[int, procs.ProcStat]) -> dict[int, int]:
+def _depths(pids: list[int], table: dict[int, proctable.ProcStat]) -> dict[int, int]:
     depth: dict[int, int] = {}
     for pid in pids:  # parents come first (tree order)
         ppid = table[pid].ppid
@@ -185,23 +185,23 @@ def _depths(pids: list[int], table: dict[int, procs.ProcStat]) -> dict[int, int]
 
 
 def snapshot(root_pids, *, cpu_baseline: dict | None = None, now_mono: float, now_wall: float,
-             secrets=(), keeper_pid: int | None = None, table: dict[int, procs.ProcStat] | None = None) -> dict:
-    """The tree under `root_pids` (procs.tree_pids: the keeper and the command's pgid) at this instant.
+             secrets=(), keeper_pid: int | None = None, table: dict[int, proctable.ProcStat] | None = None) -> dict:
+    """The tree under `root_pids` (proctable.tree_pids: the keeper and the command's pgid) at this instant.
 
     `cpu_baseline` is an earlier `activity.sample_tree` of the same tree: CPU shares are over the time
     since then for processes it knew, over their lifetime otherwise. `secrets` are exact strings masked
     in command lines (webhook URLs and the like) on top of the built-in rules. Never raises for a
     process that vanishes; the caller must have verified that the roots are its own processes.
-    `table` is a `procs.proc_table()` already read (shared with a `sample_tree` of the same instant).
+    `table` is a `proctable.proc_table()` already read (shared with a `sample_tree` of the same instant).
     """
     started = time.perf_counter()
-    table = procs.proc_table() if table is None else table
-    pids = procs.tree_pids(root_pids, table)
+    table = proctable.proc_table() if table is None else table
+    pids = proctable.tree_pids(root_pids, table)
     reads: dict[int, dict] = {}
     for pid in pids:
         r = {"wchan": _read(f"/proc/{pid}/wchan"), "cmdline": _read(f"/proc/{pid}/cmdline"),
-             "io": procs.read_io(pid), "inodes": _socket_inodes(pid), "gone": False}
-        after = procs.read_stat(pid)
+             "io": proctable.read_io(pid), "inodes": _socket_inodes(pid), "gone": False}
+        after = proctable.read_stat(pid)
         if after is None or after.start != table[pid].start:
             # exited while being read (or its pid already reused): what was read may not be its own
             r = {"wchan": None, "cmdline": None, "io": None, "inodes": None, "gone": True}

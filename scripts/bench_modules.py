@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hbwrap import incident, procs  # noqa: E402
+from hbwrap import incident, procs, proctable  # noqa: E402
 from hbwrap.activity import sample_tree  # noqa: E402
 from hbwrap.repeat import bench_feed  # noqa: E402
 
@@ -63,7 +63,7 @@ def main() -> int:
     args = ap.parse_args()
     runs, total = (5, 32 << 20) if args.quick else (20, 256 << 20)
     snap = incident.bench_snapshot(50, runs)
-    print(f"processes on this machine: {len(procs.proc_table())}")
+    print(f"processes on this machine: {len(proctable.proc_table())}")
     print(f"incident snapshot, {snap['processes']} processes: median {snap['median_ms']} ms, "
           f"max {snap['max_ms']} ms, CPU {snap['cpu_median_ms']} ms (target <= 50 ms)")
     print(f"sample_tree, 50 processes: median {bench_sample_tree(50, runs):.2f} ms")

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from conftest import wait_until
-from hbwrap import procs
+from hbwrap import procs, proctable
 from hbwrap.activity import (ProcSample, activity_alive, fmt_bytes, fmt_span, parse_activity, sample_tree,
                              tree_activity)
 from hbwrap.errors import UsageError
@@ -125,10 +125,10 @@ def test_cpu_of_reaped_children_counts_and_the_keepers_own_does_not(busy, tmp_pa
     keeper = subprocess.Popen(["sh", "-c", script, "sh", *BUSY], stdout=subprocess.PIPE, process_group=0)
     busy.procs.append(keeper)
     assert keeper.stdout.readline().strip() == b"DONE"
-    st = procs.read_stat(keeper.pid)
+    st = proctable.read_stat(keeper.pid)
     cpu_s, io_bytes = tree_activity([keeper.pid], keeper_pid=keeper.pid)
     assert cpu_s >= 0.3 - 0.02
-    assert cpu_s == pytest.approx((st.cutime + st.cstime) / procs.CLK_TCK, abs=0.02)
+    assert cpu_s == pytest.approx((st.cutime + st.cstime) / proctable.CLK_TCK, abs=0.02)
     with_own = sample_tree([keeper.pid])["cpu_s"]  # no keeper named: its own counters count too
     assert with_own >= cpu_s
 
@@ -148,8 +148,8 @@ def test_the_walk_down_from_the_keeper_finds_what_a_scan_of_every_process_finds(
     keeper = subprocess.Popen(["sh", "-c", script, "sh", *BUSY], stdout=subprocess.PIPE, process_group=0)
     busy.procs.append(keeper)
     wait_until(lambda: len(procs.descendants(keeper.pid)) >= 3, 10, what="the tree")
-    walked = procs.subtree_table(keeper.pid)
+    walked = proctable.subtree_table(keeper.pid)
     assert walked is not None and set(walked) == {keeper.pid, *procs.descendants(keeper.pid)}
     assert (set(sample_tree([keeper.pid], keeper_pid=keeper.pid)["procs"])
-            == set(sample_tree([keeper.pid], keeper_pid=keeper.pid, table=procs.proc_table())["procs"]))
-    assert procs.subtree_table(2 ** 22 + 1) is None  # (beyond pid_max: never a process)
+            == set(sample_tree([keeper.pid], keeper_pid=keeper.pid, table=proctable.proc_table())["procs"]))
+    assert proctable.subtree_table(2 ** 22 + 1) is None  # (beyond pid_max: never a process)

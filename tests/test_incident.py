@@ -301,10 +301,10 @@ def test_stack_dump_from_output():
 
 
 def test_a_process_that_exits_between_the_table_and_its_details_is_marked_gone(busy):
-    from hbwrap import procs
+    from hbwrap import proctable
     parent = busy.start("idle")
     doomed = busy.start("idle", process_group=parent.pid)
-    table = procs.proc_table()
+    table = proctable.proc_table()
     os.kill(doomed.pid, signal.SIGKILL)
     doomed.wait()
     result = by_pid(snapshot([parent.pid], now_mono=time.monotonic(), now_wall=time.time(), table=table))
