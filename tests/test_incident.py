@@ -12,6 +12,7 @@ import time
 import pytest
 
 from conftest import wait_until
+from hbwrap import procs
 from hbwrap.activity import sample_tree
 from hbwrap.argvmask import mask_argv, secret_name
 from hbwrap.errors import StateError
@@ -42,6 +43,10 @@ def test_tree_with_a_child_and_an_established_loopback_connection(busy, tmp_path
     server = busy.start("pair", portfile, "--token=tok-abc123", "--password", "hunter2",
                         "https://bob:pa55word@example.com/feed")
     port = int(portfile.read_text())
+    # both asleep in their loops before the snapshot: on a loaded machine it may otherwise catch one at work
+    busy.wait_sleeping(server.pid)
+    for child in procs.children_of(server.pid):
+        busy.wait_sleeping(child)
     result = snap([server.pid], secrets=["https://bob:pa55word@example.com/feed"])
     procs_ = by_pid(result)
     assert server.pid in procs_
