@@ -202,7 +202,7 @@ class Supervisor:
 
         Returns hbwrap's exit code. With `takeover_only` (hbwrap watch), exit 1 if there is nothing to adopt.
         """
-        from hbwrap import takeover
+        from hbwrap.orphans import orphan_doc
 
         self.state_dir.ensure()
         self.job.ensure()  # refuses planted files before the lock file is opened
@@ -211,12 +211,16 @@ class Supervisor:
         if busy is not None:
             return busy
         try:
-            doc = takeover.orphan_doc(self.job, self.clock.wall())
+            doc = orphan_doc(self.job, self.clock.wall())
             if doc is None and takeover_only:
                 message(f"job {self.opts.name} has no orphaned run to take over")
                 return 1
             claim = None
-            lease_opts = takeover.recorded_options(self.job, doc, self.state_dir) if doc is not None else self.opts
+            lease_opts = self.opts
+            if doc is not None:
+                from hbwrap import takeover  # adopting: the code a run that starts afresh never needs
+
+                lease_opts = takeover.recorded_options(self.job, doc, self.state_dir)
             if lease_opts.lease_url:
                 busy, claim = self._claim_lease(lease_opts, doc, if_running)
                 if busy is not None:
@@ -225,6 +229,8 @@ class Supervisor:
             if doc is not None:
                 takeover.adopt(self, doc, lock.killed_hung)
             elif getattr(claim, "continuing", False):
+                from hbwrap import takeover
+
                 takeover.continue_across_hosts(self, claim)
             else:
                 self._start_run(claim.generation if claim is not None else None)

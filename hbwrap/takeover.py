@@ -15,23 +15,13 @@ from hbwrap.errors import StateError
 from hbwrap.jobstore import JobDir, StateDir
 from hbwrap.launcher import attempt_markers
 from hbwrap.lease import stderr_line
-from hbwrap.model import ACTIVE_VALUES, Event, Phase, RecordError, RunRecord, StallReason, Status, fmt_s
+from hbwrap.model import ACTIVE_VALUES, Event, Phase, RunRecord, StallReason, Status, fmt_s
 from hbwrap.options import RunOptions
+from hbwrap.orphans import keeper_processes, read_record
 from hbwrap.policy import RunState
 from hbwrap.record import replace
 
 KEEPER_APPEAR_WAIT_S = 2.0
-
-
-def read_record(job: JobDir) -> tuple[dict | None, RunRecord | None]:
-    """(document, record) of state.json; StateError if it is unreadable, foreign or of the wrong types."""
-    doc = job.read_state()
-    if doc is None:
-        return None, None
-    try:
-        return doc, RunRecord.from_doc(doc, 0.0)
-    except RecordError as exc:
-        raise StateError(f"{job.state_file} is not a usable hbwrap state file ({exc})") from None
 
 
 def recorded_options(job: JobDir, doc: dict, state_dir: StateDir) -> RunOptions:
@@ -42,40 +32,6 @@ def recorded_options(job: JobDir, doc: dict, state_dir: StateDir) -> RunOptions:
     if opts.name != job.name or doc.get("name") not in (None, job.name):
         raise StateError(f"{job.state_file} is the record of another job ({opts.name!r}); not acting on it")
     return opts
-
-
-def _keeper_processes(job: JobDir) -> list[int]:
-    """Pids of keeper processes of this job dir that are alive now (found by their command line)."""
-    return procs.find_by_argv(b"hbwrap.keeper", os.fsencode(str(job.path)))
-
-
-def orphan_doc(job: JobDir, now_wall: float) -> dict | None:
-    """The recorded state if it describes a run whose supervisor is gone (the caller holds the lock).
-
-    An unreadable state is moved aside (a new run starts) unless a keeper of the job is still alive: then
-    its command may still run, and hbwrap refuses to start another copy.
-    """
-    try:
-        doc, rec = read_record(job)
-    except StateError as exc:
-        try:
-            keeper = job.read_keeper()
-        except StateError:
-            keeper = None
-        if (keeper and procs.is_keeper(keeper.get("keeper_pid"), keeper.get("keeper_start"), str(job.path))) \
-                or _keeper_processes(job):
-            raise StateError(f"{exc}; its command may still be running, so hbwrap will not start another: stop "
-                             f"it, then remove {job.state_file}") from None
-        aside = os.path.join(job.path, f"state.json.corrupt-{int(now_wall)}")
-        try:
-            os.replace(job.state_file, aside)
-        except OSError:
-            raise exc from None
-        stderr_line(f"{exc}; moved it to {os.path.basename(aside)} and starting a new run")
-        return None
-    if rec is not None and rec.status in ACTIVE_VALUES and rec.run_id:
-        return doc
-    return None
 
 
 def _keeper_record(job: JobDir, rec: RunRecord, any_attempt: bool = False) -> dict | None:
@@ -167,11 +123,11 @@ def _adopted_phase(sup, st: RunState, now: float) -> str:
     if keeper is None:
         # the launch was interrupted; a keeper may still be starting: never start a second one
         end = time.monotonic() + KEEPER_APPEAR_WAIT_S
-        while keeper is None and _keeper_processes(job) and time.monotonic() < end:
+        while keeper is None and keeper_processes(job) and time.monotonic() < end:
             time.sleep(0.02)
             keeper = _keeper_record(job, rec)
         if keeper is None:
-            if _keeper_processes(job):
+            if keeper_processes(job):
                 raise StateError(f"a keeper of job {rec.name} is running but has no record; not starting "
                                  f"another copy of the command")
             rec.attempt = max(0, rec.attempt - 1)  # LAUNCH starts the same attempt number again
