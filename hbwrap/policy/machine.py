@@ -8,7 +8,6 @@ from hbwrap.model import (AttemptEnd, Decision, DecisionKind, Event, Phase, RunR
 from hbwrap.options import RunOptions, signal_name
 from hbwrap.policy.deadlines import (clocks_of, decide, due_stall, next_deadline, renew_interval_s,
                                      run_deadline_at)
-from hbwrap.policy import gates
 from hbwrap.policy.shared import kill_due, lease_advance, lease_wake_at
 from hbwrap.policy.state import (ADD_DUMP, DUMP, EMIT, FAIL, FORCE_KILL, KILL_PROBE, LAUNCH, RELEASE_KEEPER,
                                  RELEASE_LEASE, REPLAY_QUIET, REQUEST_STOP, SAMPLE_ACTIVITY, SIGNAL_GROUP, STALL,
@@ -25,6 +24,13 @@ STATE_FLUSH_S = 1.0           # liveness fields reach state.json at most this la
 CHECKPOINT_EVENT_SPACING_S = 0.05  # at most 20 checkpoint events a second; the latest value is never lost
 KILL_FALLBACK_S = 5.0         # beyond --grace: if the keeper has not finished the kill, do it ourselves
 SIGKILL = 9
+
+
+def _gates():
+    """gates.py, imported when a restart is first planned: an attempt that runs on never needs it."""
+    from hbwrap.policy import gates
+
+    return gates
 
 
 def _run_start(rec: RunRecord, now: float) -> float:
@@ -179,7 +185,9 @@ def recorded_deadline(st: RunState, opts: RunOptions) -> tuple[float | None, str
         return (found[0], found[1].value) if found else (None, None)
     if st.phase is Phase.BACKOFF:
         return st.rec.restart_at, "restart"
-    return gates.recorded(st)
+    if st.phase in (Phase.APPROVAL, Phase.CHECKING):
+        return _gates().recorded(st)
+    return None, None
 
 
 def _ended_from_outside(st: RunState, now: float, out: list) -> bool:
@@ -480,7 +488,7 @@ def _step_ended(st: RunState, obs: Observations, now: float, opts: RunOptions, r
             _finish(st, Decision(DecisionKind.ESCALATE, 124, "deadline"), end, now, opts, out)
             return
         decision = Decision(DecisionKind.RESTART, decision.exit_code, "retry-after", delay_s=rec.retry_after_s)
-    gates.plan_restart(st, decision, end, now, opts, out)  # approval, back-off, check: see gates.py
+    _gates().plan_restart(st, decision, end, now, opts, out)  # approval, back-off, check: see gates.py
 
 
 def _exit_event(end: AttemptEnd) -> Action:
@@ -506,27 +514,27 @@ def _step_backoff(st: RunState, obs: Observations, now: float, opts: RunOptions,
         _finish(st, Decision(DecisionKind.ESCALATE, 124, "deadline"), AttemptEnd(), now, opts, out)
         return
     if now >= restart_at:
-        gates.after_backoff(st, opts)
+        _gates().after_backoff(st, opts)
 
 
 def _step_gate(st: RunState, obs: Observations, now: float, opts: RunOptions, rng, out: list) -> None:
     """APPROVAL and CHECKING (gates.py): a stop signal or the run's --deadline ends the wait, as in back-off."""
     rec = st.rec
     if st.signals:
-        gates.abandon(st, out)
+        _gates().abandon(st, out)
         _finish_stopped(st, now, out)
         return
     deadline = run_deadline_at(opts, _run_start(rec, now))
     if deadline is not None and now >= deadline:
-        gates.abandon(st, out)
+        _gates().abandon(st, out)
         out.append(_emit(Event.STALL, reason=StallReason.DEADLINE.value,
-                         detail=f"--deadline passed {gates.WAITING[st.phase]}"))
-        _finish(st, Decision(DecisionKind.ESCALATE, 124, "deadline"), gates.pending_end(rec), now, opts, out)
+                         detail=f"--deadline passed {_gates().WAITING[st.phase]}"))
+        _finish(st, Decision(DecisionKind.ESCALATE, 124, "deadline"), _gates().pending_end(rec), now, opts, out)
         return
-    step = gates.step_approval if st.phase is Phase.APPROVAL else gates.step_checking
+    step = _gates().step_approval if st.phase is Phase.APPROVAL else _gates().step_checking
     ending = step(st, obs, now, opts, out)
     if ending is not None:
-        _finish(st, ending, gates.pending_end(rec), now, opts, out)
+        _finish(st, ending, _gates().pending_end(rec), now, opts, out)
 
 
 def _finish(st: RunState, decision: Decision, end: AttemptEnd, now: float, opts: RunOptions, out: list) -> None:
@@ -583,7 +591,7 @@ def _close_run(st: RunState, now: float, out: list, replay: bool) -> None:
     rec.ended_at = now
     rec.child_pid = rec.child_start = rec.restart_at = None
     rec.stop_reason = rec.stop_started_at = None
-    gates.clear(rec)
+    _gates().clear(rec)
     out.append(Action(WRITE_STATE))
     out.append(Action(RELEASE_KEEPER))
     if st.shared and st.lease_lost is None:  # the run is over: free the row for the next run
@@ -631,7 +639,7 @@ def wake_at(st: RunState, opts: RunOptions, now: float) -> float | None:
     if phase is Phase.BACKOFF:
         at.append(rec.restart_at if rec.restart_at is not None else now)
     if phase in (Phase.APPROVAL, Phase.CHECKING):
-        at.extend(gates.wake_times(st, now))
+        at.extend(_gates().wake_times(st, now))
     if phase in (Phase.BACKOFF, Phase.APPROVAL, Phase.CHECKING):
         deadline = run_deadline_at(opts, _run_start(rec, now))
         if deadline is not None:
