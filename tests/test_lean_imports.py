@@ -58,6 +58,17 @@ def test_a_run_through_the_policy_imports_none_of_them_either():
     added = _modules("import json\n" + EXERCISE) - _bare()
     assert "hbwrap.policy.machine" in added
     assert sorted(m for m in added if m.split(".")[0] in LEFT_OUT) == []
+    assert "hbwrap.policy.gates" not in added  # no restart was planned: no gate to pass
+
+
+def test_a_planned_restart_brings_the_gates():
+    added = _modules("import json\n" + EXERCISE + """
+from hbwrap.policy import machine
+st.phase, st.end = machine.Phase.ENDED, AttemptEnd(exit_code=1)
+machine._step_ended(st, policy.Observations(), 101.0, opts, random.Random(1), [])
+assert st.phase is machine.Phase.BACKOFF, st.phase
+""") - _bare()
+    assert "hbwrap.policy.gates" in added
 
 
 def test_what_is_imported_lazily_still_works_when_it_is_needed():
@@ -80,10 +91,12 @@ print(json.dumps({"who": approval.who(), "subreaper": procs.set_child_subreaper(
 # what the supervisor imports only when a run uses it: a probe or an alert command (subprocess), a webhook or
 # ping (threading, urllib, ssl, http), a failure's traceback, back-off jitter (random), the CLI and its views
 # (typer, rich), the config file (tomllib, tomli_w), a lease across hosts (psycopg), an approval's who (socket)
-SUPERVISOR = ("hbwrap.entry", "hbwrap.runargs", "hbwrap.config_merge", "hbwrap.supervisor", "hbwrap.takeover")
+SUPERVISOR = ("hbwrap.entry", "hbwrap.runargs", "hbwrap.config_merge", "hbwrap.supervisor", "hbwrap.orphans")
 SUPERVISOR_LEAVES_OUT = ("subprocess", "socket", "traceback", "random", "threading", "urllib", "ssl", "http",
                          "typer", "click", "rich", "tomllib", "tomli_w", "psycopg", "hbwrap.cli", "hbwrap.alerts",
-                         "hbwrap.views", "hbwrap.lease_pg", "hbwrap.approval", "hbwrap.activity", "hbwrap.retryafter")
+                         "hbwrap.views", "hbwrap.lease_pg", "hbwrap.approval", "hbwrap.activity", "hbwrap.retryafter",
+                         # adopting a run, a restart's gates, tree samples: only when a run gets there
+                         "hbwrap.takeover", "hbwrap.policy.gates", "hbwrap.proctable", "hbwrap.incident")
 
 
 def test_the_supervisor_imports_what_a_run_may_need_only_when_it_needs_it():
@@ -97,7 +110,7 @@ def test_the_supervisor_imports_what_a_run_may_need_only_when_it_needs_it():
 # modules; none of the stdlib packages a full hbwrap start brings, nor hbwrap's state code
 KEEPER_LEAVES_OUT = ("json", "re", "enum", "collections", "pathlib", "subprocess", "typing", "dataclasses",
                      "threading", "signal", "functools", "hbwrap.errors", "hbwrap.model", "hbwrap.jobstore",
-                     "hbwrap.options", "hbwrap.supervisor", "hbwrap.record")
+                     "hbwrap.options", "hbwrap.supervisor", "hbwrap.record", "hbwrap.proctable", "hbwrap.policy")
 
 
 def test_the_keeper_imports_almost_nothing():
