@@ -39,11 +39,12 @@ import sys
 import time
 
 from hbwrap import jsonlite, procs
-from hbwrap.channel import SPILL_STALL_S, ChannelWriter
+from hbwrap.channel import SPILL_STALL_S
+from hbwrap.channelwriter import ChannelWriter
 from hbwrap.jobfiles import (CURSOR_FILE, INDEX_FILE, KEEPER_FILE, LOG_FILE, STATE_FILE, make_reserve, open_job_file,
                              read_job_file, write_atomic)
 from hbwrap.leasecheck import read_only, renewed_at
-from hbwrap.output import LogWriter
+from hbwrap.logwriter import LogWriter
 from hbwrap.procs import signal  # without signal.py's enums
 from hbwrap.spawn import pty_peer, spawn, start_child
 

@@ -15,7 +15,7 @@ import time
 
 import hbwrap
 from hbwrap import jsonlite, procs
-from hbwrap.channel import ChannelReader
+from hbwrap.channelreader import ChannelReader
 from hbwrap.errors import HbwrapError, StateError
 from hbwrap.jobstore import JobDir, open_job_file, read_job_file, write_atomic
 from hbwrap.model import SCHEMA_VERSION, RunRecord

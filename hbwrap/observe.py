@@ -15,7 +15,8 @@ from hbwrap.errors import StateError
 from hbwrap.jobstore import JobDir, open_job_file, parse_iso, read_job_file
 from hbwrap.libc import keep_heap_for
 from hbwrap.markers import MarkerScanner
-from hbwrap.output import GAP, READ_CHUNK, STDERR, STDOUT, LogFollower, index_size, log_position
+from hbwrap.logfollower import LogFollower
+from hbwrap.output import GAP, READ_CHUNK, STDERR, STDOUT, index_size, log_position
 from hbwrap.policy import Observations
 
 PUMP_BUDGET = 8 * 1024 * 1024  # bytes of output handled before deadlines are looked at again
@@ -328,7 +329,7 @@ class Observer:
                 self.cannot_write(path, err)
 
     def channel(self):
-        """The attempt's channel (channel.ChannelReader), None when there is none (a takeover, a fake)."""
+        """The attempt's channel (channelreader.ChannelReader), None when there is none (a takeover, a fake)."""
         return getattr(self.attempt(), "channel", None)
 
     def keeper_news(self) -> bool:

@@ -21,7 +21,8 @@ import select
 import stat
 import time
 
-from hbwrap.output import READ_CHUNK, STDERR, STDOUT, LogFollower
+from hbwrap.logfollower import LogFollower
+from hbwrap.output import READ_CHUNK, STDERR, STDOUT
 
 BACKLOG_CAP = 4 * 1024 * 1024  # bytes held in memory for both streams; beyond it, read back from the log
 HELD_CAP = 16 * 1024 * 1024    # lagging: bytes held that are not in the log (a full disk), as much as a keeper holds

@@ -10,7 +10,8 @@ from hbwrap import procs
 from hbwrap.errors import StateError
 from hbwrap.jobstore import JobDir, StateDir, iso, iter_events, open_job_file, parse_iso
 from hbwrap.model import ACTIVE_STATUSES, RecordError, RunRecord, Status
-from hbwrap.output import LogFollower, log_position, tail_bytes
+from hbwrap.logfollower import LogFollower, tail_bytes
+from hbwrap.output import log_position
 
 FOLLOW_POLL_S = 0.25
 STATUS_KEYS = ("name", "status", "attempt", "restarts", "child_pid", "supervisor_pid", "checkpoint",

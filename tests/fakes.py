@@ -21,7 +21,8 @@ import signal
 from pathlib import Path
 
 from hbwrap.model import SCHEMA_VERSION
-from hbwrap.output import STDERR, STDOUT, LogWriter
+from hbwrap.logwriter import LogWriter
+from hbwrap.output import STDERR, STDOUT
 
 T0_WALL = 1_800_000_000.0
 HANDSHAKE_S = 0.02   # a keeper reports this long after it is started

@@ -2,7 +2,9 @@
 import errno
 import os
 
-from hbwrap.channel import SPILL_MAX, SPILL_STALL_S, ChannelReader, ChannelWriter
+from hbwrap.channel import SPILL_MAX, SPILL_STALL_S
+from hbwrap.channelreader import ChannelReader
+from hbwrap.channelwriter import ChannelWriter
 
 
 def pair(clock=None):

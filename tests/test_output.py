@@ -1,10 +1,12 @@
-"""hbwrap.output: the log writer/follower pair, tail_bytes."""
+"""hbwrap.logwriter and hbwrap.logfollower: the log writer/follower pair over the layout of hbwrap.output, tail_bytes."""
 import os
 import random
 
 import pytest
 
-from hbwrap.output import STDERR, STDOUT, LogFollower, LogWriter, log_position, tail_bytes
+from hbwrap.logfollower import LogFollower, tail_bytes
+from hbwrap.logwriter import LogWriter
+from hbwrap.output import STDERR, STDOUT, log_position
 
 
 # --- LogWriter + LogFollower ----------------------------------------------------------------------
@@ -211,7 +213,8 @@ def test_writer_and_follower_never_go_through_a_symlink(tmp_path, planted):
 REFUSING = r'''
 import json, os, resource, sys
 from pathlib import Path
-from hbwrap.output import STDERR, STDOUT, LogWriter
+from hbwrap.logwriter import LogWriter
+from hbwrap.output import STDERR, STDOUT
 
 log, idx = Path(sys.argv[1]), Path(sys.argv[2])
 now = [0.0]
