@@ -96,7 +96,9 @@ SUPERVISOR_LEAVES_OUT = ("subprocess", "socket", "traceback", "random", "threadi
                          "typer", "click", "rich", "tomllib", "tomli_w", "psycopg", "hbwrap.cli", "hbwrap.alerts",
                          "hbwrap.views", "hbwrap.lease_pg", "hbwrap.approval", "hbwrap.activity", "hbwrap.retryafter",
                          # adopting a run, a restart's gates, tree samples: only when a run gets there
-                         "hbwrap.takeover", "hbwrap.policy.gates", "hbwrap.proctable", "hbwrap.incident")
+                         "hbwrap.takeover", "hbwrap.policy.gates", "hbwrap.proctable", "hbwrap.incident",
+                         # the keeper's ends of the log and the channel
+                         "hbwrap.logwriter", "hbwrap.channelwriter")
 
 
 def test_the_supervisor_imports_what_a_run_may_need_only_when_it_needs_it():
@@ -110,7 +112,8 @@ def test_the_supervisor_imports_what_a_run_may_need_only_when_it_needs_it():
 # modules; none of the stdlib packages a full hbwrap start brings, nor hbwrap's state code
 KEEPER_LEAVES_OUT = ("json", "re", "enum", "collections", "pathlib", "subprocess", "typing", "dataclasses",
                      "threading", "signal", "functools", "hbwrap.errors", "hbwrap.model", "hbwrap.jobstore",
-                     "hbwrap.options", "hbwrap.supervisor", "hbwrap.record", "hbwrap.proctable", "hbwrap.policy")
+                     "hbwrap.options", "hbwrap.supervisor", "hbwrap.record", "hbwrap.proctable", "hbwrap.policy",
+                     "hbwrap.logfollower", "hbwrap.channelreader")
 
 
 def test_the_keeper_imports_almost_nothing():
@@ -121,7 +124,7 @@ def test_the_keeper_imports_almost_nothing():
                        stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stderr
     added = set(r.stdout.split())
-    assert "hbwrap.keeper" in added and "hbwrap.spawn" in added
+    assert {"hbwrap.keeper", "hbwrap.spawn", "hbwrap.logwriter", "hbwrap.channelwriter"} <= added
     assert sorted(m for m in added if m in KEEPER_LEAVES_OUT or m.split(".")[0] in KEEPER_LEAVES_OUT) == []
 
 
