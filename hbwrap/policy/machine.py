@@ -519,22 +519,22 @@ def _step_backoff(st: RunState, obs: Observations, now: float, opts: RunOptions,
 
 def _step_gate(st: RunState, obs: Observations, now: float, opts: RunOptions, rng, out: list) -> None:
     """APPROVAL and CHECKING (gates.py): a stop signal or the run's --deadline ends the wait, as in back-off."""
-    rec = st.rec
+    rec, gates = st.rec, _gates()
     if st.signals:
-        _gates().abandon(st, out)
+        gates.abandon(st, out)
         _finish_stopped(st, now, out)
         return
     deadline = run_deadline_at(opts, _run_start(rec, now))
     if deadline is not None and now >= deadline:
-        _gates().abandon(st, out)
+        gates.abandon(st, out)
         out.append(_emit(Event.STALL, reason=StallReason.DEADLINE.value,
-                         detail=f"--deadline passed {_gates().WAITING[st.phase]}"))
-        _finish(st, Decision(DecisionKind.ESCALATE, 124, "deadline"), _gates().pending_end(rec), now, opts, out)
+                         detail=f"--deadline passed {gates.WAITING[st.phase]}"))
+        _finish(st, Decision(DecisionKind.ESCALATE, 124, "deadline"), gates.pending_end(rec), now, opts, out)
         return
-    step = _gates().step_approval if st.phase is Phase.APPROVAL else _gates().step_checking
+    step = gates.step_approval if st.phase is Phase.APPROVAL else gates.step_checking
     ending = step(st, obs, now, opts, out)
     if ending is not None:
-        _finish(st, ending, _gates().pending_end(rec), now, opts, out)
+        _finish(st, ending, gates.pending_end(rec), now, opts, out)
 
 
 def _finish(st: RunState, decision: Decision, end: AttemptEnd, now: float, opts: RunOptions, out: list) -> None:
