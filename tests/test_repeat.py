@@ -260,3 +260,50 @@ def test_varied_lines_fed_one_by_one_build_the_coarse_forms_once():
     for i, line in enumerate(_distinct(50, tag=b"q")):
         assert det.feed(line + b"\n", 2.0 + i)
     assert det._coarse is not None and det._quick_looks == 0
+
+
+class _OrdinaryOnly(RepeatDetector):
+    """The detector with its shortcuts off: every chunk split line by line, every key checked in full."""
+
+    def _new_at_head(self, data, start, end, now):
+        return False
+
+    def _repeated(self, unit, times):
+        return b"\0"  # never the body: the one-line-repeated check always fails
+
+    def _proven_new(self, key):
+        return self._coarse_new([key])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_shortcuts_give_the_answers_of_the_ordinary_path(seed):
+    rng = random.Random(seed)
+    words = [b"alpha", b"beta", b"cafe", b"deadbeef", b"x", b"retry", b"failed", b"ok"]
+
+    def line():
+        k = rng.random()
+        if k < 0.3:
+            return b"retry %d failed id=%s" % (rng.randint(0, 10 ** rng.randint(1, 6)),
+                                                os.urandom(rng.choice([2, 4, 5])).hex().encode())
+        if k < 0.5:
+            return b" ".join(rng.choice(words) for _ in range(rng.randint(1, 6)))
+        if k < 0.55:
+            return b""
+        if k < 0.57:
+            return b"L" * rng.randint(900, 1500)
+        return b"item %d %s" % (rng.randint(0, 50), rng.choice(words))
+
+    for _ in range(40):
+        window = rng.choice([5, 50, 200])
+        fast, plain = RepeatDetector(window_lines=window), _OrdinaryOnly(window_lines=window)
+        data = b"".join(line() + rng.choice([b"\n", b"\n", b"\r", b"\r\n"]) for _ in range(rng.randint(10, 3000)))
+        if rng.random() < 0.3:
+            data += (b"loop %d\n" % rng.randint(0, 9)) * rng.randint(100, 3000)
+        pos, now = 0, 0.0
+        while pos < len(data):
+            chunk = data[pos:pos + rng.choice([1, 7, 100, 5000, 60000, 262144])]
+            pos, now = pos + len(chunk), now + 1
+            assert fast.feed(chunk, now) == plain.feed(chunk, now), (seed, pos, window)
+            assert (fast.last_new_at, fast.last_line_at) == (plain.last_new_at, plain.last_line_at)
+            assert list(fast._keys) == list(plain._keys)
+        assert fast.flush(now + 1) == plain.flush(now + 1)
