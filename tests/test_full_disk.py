@@ -182,7 +182,8 @@ def test_writing_resumes_when_space_returns(hb):
     # log (with the place and size of its gap), state.json and the events are written again
     disk = FullDisk(hb, "4m", filler=3 * 1024 * 1024)
     r = disk.run("run", "--name", "back", "--response-timeout", "20s", "--",
-                 *disk.flood("out:1500000", "cp:while-full", "out:100000", f"rm:{disk.filler_path}",
+                 *disk.flood("out:1500000", "cp:while-full", "out:100000", f"full:{disk.hb.state_dir}",
+                             f"rm:{disk.filler_path}",
                              "out:500000", "cp:after", "exit:0"))
     assert r.returncode == 0, r
     digest, length = disk.command_output()

@@ -9,6 +9,8 @@ Usage: flood.py HASHFILE STEP [STEP ...]   -- steps run in order:
   rm:PATH      delete PATH (space comes back)
   sh:CMD       run CMD with sh -c
   wait:PATH    wait (up to 60 s) until PATH exists
+  full:PATH    wait (up to 60 s) until the filesystem of PATH is full (under 64 KiB free): the output
+               written so far has reached the disk (the keeper may still be draining the pipe)
   hang         sleep forever, silently
   exit:CODE    exit with CODE
   tag:ANY      no-op (lets the tests find and clean up their processes)
@@ -74,6 +76,13 @@ def main(argv: list[str]) -> int:
         elif kind == "wait":
             end = time.monotonic() + 60
             while not os.path.exists(arg) and time.monotonic() < end:
+                time.sleep(0.01)
+        elif kind == "full":
+            end = time.monotonic() + 60
+            while time.monotonic() < end:
+                st = os.statvfs(arg)
+                if st.f_bavail * st.f_frsize < 64 * 1024:
+                    break
                 time.sleep(0.01)
         elif kind == "sh":
             subprocess.run(["sh", "-c", arg], check=True)
